@@ -1,0 +1,105 @@
+"""Statuses, failure reasons and the records that flow between layers."""
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is in its life. Terminal: COMPLETED, FAILED, CANCELLED."""
+
+    PENDING = "PENDING"  # recorded by housekeeper, not yet accepted by the scheduler
+    QUEUED = "QUEUED"  # accepted by the scheduler, waiting to start
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL_NAMES = frozenset(s.value for s in _TERMINAL)
+ACTIVE_NAMES = frozenset({"QUEUED", "RUNNING"})
+
+
+class Reason(str, enum.Enum):
+    """Why a job is FAILED or CANCELLED (SPEC §3)."""
+
+    EXIT_CODE = "exit_code"
+    SIGNAL = "signal"
+    TIMEOUT = "timeout"
+    OOM = "oom"
+    NODE_FAIL = "node_fail"
+    PREEMPTED = "preempted"
+    LOG_ERROR = "log_error"
+    MISSING_FILES = "missing_files"
+    SUBMIT_ERROR = "submit_error"
+    DEPENDENCY_NEVER_SATISFIED = "dependency_never_satisfied"
+    CANCELLED_BY_USER = "cancelled_by_user"
+    LOST = "lost"
+    SCHEDULER_ERROR = "scheduler_error"  # the scheduler failed the job for its own reasons (boot fail, deadline, ...)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Resources(msgspec.Struct, frozen=True, kw_only=True):
+    """What a job asks the scheduler for. Jobs with equal Resources may share an array."""
+
+    nodes: int = 1
+    cpus: int = 1
+    gpus: int = 0
+    memory_mb: int | None = None
+    walltime_s: int | None = None
+    queue: str | None = None
+    account: str | None = None
+
+
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated, normalised submit() call."""
+
+    command: str
+    name: str
+    job_subdir: str | None
+    resources: Resources
+    workdir: str
+    expected_files: tuple[str, ...] = ()
+    after_ok: tuple[int, ...] = ()
+    after_fail: tuple[int, ...] = ()
+    after_any: tuple[int, ...] = ()
+    max_retries: int = 0
+    env: dict[str, str] = {}
+
+
+class LogLine(msgspec.Struct, frozen=True):
+    """One offending log line."""
+
+    file: str
+    line: int
+    text: str
+
+
+class ExitRecord(msgspec.Struct, kw_only=True):
+    """What a job's batch script writes into `status.json` in its folder when it ends."""
+
+    job_id: int
+    attempt: int
+    exit_code: int | None  # the command's exit code; None if it died of a signal
+    signal: int | None = None
+    scheduler_id: str | None = None
+    host: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    checked: bool = False  # True when logs and expected files were checked inside the job
+    log_errors: int = 0
+    log_excused: int = 0
+    log_lines: list[LogLine] = []
+    missing_files: list[str] = []
+    ok: bool = False

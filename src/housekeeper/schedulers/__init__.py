@@ -1,0 +1,1 @@
+"""Scheduler dialects: pure code that builds commands and parses their output (no I/O)."""
