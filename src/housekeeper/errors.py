@@ -41,8 +41,10 @@ class SchedulerError(HousekeeperError):
         stdout: str = "",
         transient: bool = False,
         message: str | None = None,
+        kind: str | None = None,
     ) -> None:
         self.command = list(command)
+        self.kind = kind  # an ErrorKind value when the scheduler dialect could classify it
         self.returncode = returncode
         self.stderr = stderr
         self.stdout = stdout

@@ -101,5 +101,7 @@ class ExitRecord(msgspec.Struct, kw_only=True):
     log_errors: int = 0
     log_excused: int = 0
     log_lines: list[LogLine] = []
+    log_patterns: list[str] = []  # parallel to log_lines: the error pattern that hit
     missing_files: list[str] = []
+    terminated: int = 0  # the signal the batch script itself received (15: time limit or cancel)
     ok: bool = False

@@ -1,0 +1,607 @@
+"""`housekeeper`: the face users touch."""
+from __future__ import annotations
+
+import atexit
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+
+from . import jobscript
+from .checks import Rules
+from .backends import SCHEDULERS, detect_scheduler, make_command_backend
+from .engine import Backend, Engine
+from .errors import InvalidArgumentError, JobStateError, StateError, UnknownJobError
+from .local import LocalBackend
+from .models import JobSpec, JobStatus
+from .runner import Runner
+from .scan import DEFAULT_ERROR_PATTERNS
+from .spec import build_spec
+from .store import JOB_INSERT_COLUMNS, Store
+
+log = logging.getLogger("housekeeper")
+
+_STATUS_ENUM = pl.Enum([s.value for s in JobStatus])
+_BUFFER_ROWS = 5000
+_BUFFER_SECONDS = 0.5
+
+
+class JobTable(pl.DataFrame):
+    """A polars DataFrame of jobs whose iteration yields one dict per job (row), so that
+    `for job in hk.list_jobs(): print(job['name'], job['status'])` works as the README shows."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
+        return self.iter_rows(named=True)
+
+
+def _check_str_list(parameter: str, value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidArgumentError(parameter, value, "must be a list of strings")
+    items = list(value)
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise InvalidArgumentError(parameter, value, f"contains {item!r}; every entry must be a non-empty string")
+    return items
+
+
+class Housekeeper:
+    """Submits, tracks, checks and retries batch jobs; all state lives in `jobs_dir`."""
+
+    def __init__(
+        self,
+        jobs_dir: str | os.PathLike[str],
+        scheduler: str | None = None,
+        db_path: str | os.PathLike[str] | None = None,
+        error_whitelist: Sequence[str] | None = None,
+        whitelist_threshold: int = 3,
+        *,
+        error_patterns: Sequence[str] | None = None,
+        max_queued: int | None = None,
+        file_grace: float = 30.0,
+        lost_after: float = 120.0,
+        local_slots: int | None = None,
+        runner: Runner | None = None,
+    ) -> None:
+        if not isinstance(jobs_dir, (str, os.PathLike)) or not str(jobs_dir):
+            raise InvalidArgumentError("jobs_dir", jobs_dir, "must be a folder path")
+        if scheduler is not None and scheduler not in SCHEDULERS:
+            raise InvalidArgumentError("scheduler", scheduler, f"must be one of {', '.join(SCHEDULERS)} or None")
+        whitelist = _check_str_list("error_whitelist", error_whitelist) or []
+        patterns = _check_str_list("error_patterns", error_patterns)
+        if patterns is not None and not patterns:
+            raise InvalidArgumentError("error_patterns", error_patterns, "must not be empty")
+        if isinstance(whitelist_threshold, bool) or not isinstance(whitelist_threshold, int) or whitelist_threshold < 1:
+            raise InvalidArgumentError("whitelist_threshold", whitelist_threshold, "must be a whole number >= 1")
+        if max_queued is not None and (isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 1):
+            raise InvalidArgumentError("max_queued", max_queued, "must be a whole number >= 1 or None")
+        for parameter, value in (("file_grace", file_grace), ("lost_after", lost_after)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise InvalidArgumentError(parameter, value, "must be a number of seconds >= 0")
+        if local_slots is not None and (isinstance(local_slots, bool) or not isinstance(local_slots, int) or local_slots < 1):
+            raise InvalidArgumentError("local_slots", local_slots, "must be a whole number >= 1")
+        self.jobs_dir = os.path.abspath(os.fspath(jobs_dir))
+        if os.path.exists(self.jobs_dir) and not os.path.isdir(self.jobs_dir):
+            raise InvalidArgumentError("jobs_dir", jobs_dir, "exists and is not a folder")
+        os.makedirs(os.path.join(self.jobs_dir, jobscript.HK_DIR), exist_ok=True)
+        self.db_path = os.path.abspath(os.fspath(db_path)) if db_path else os.path.join(self.jobs_dir, "housekeeper.db")
+        self.store = Store(self.db_path)
+        self.rules = Rules(
+            error_patterns=list(patterns) if patterns else list(DEFAULT_ERROR_PATTERNS),
+            error_whitelist=whitelist,
+            whitelist_threshold=whitelist_threshold,
+        )
+        self._requested_scheduler = scheduler
+        self._runner = runner or Runner()
+        self._local_slots = local_slots
+        self._options = {"max_queued": max_queued, "file_grace": float(file_grace), "lost_after": float(lost_after)}
+        self._engine: Engine | None = None
+        self._lock = threading.RLock()
+        self._buffer: list[tuple[Any, ...]] = []
+        self._buffer_deps: list[tuple[int, int, str]] = []
+        self._buffer_keys: dict[str, tuple[int, str]] = {}
+        self._last_commit = 0.0
+        self._ids: Iterator[int] = iter(())
+        self._ids_left = 0
+        self._closed = False
+        ref = weakref.ref(self)
+        atexit.register(_close_at_exit, ref)
+
+    # ---------------------------------------------------------------------- machinery
+    @property
+    def scheduler(self) -> str:
+        """The scheduler in use ('slurm', 'pbs' or 'local'), detected on first need."""
+        return self.engine.backend.name
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._make_engine()
+        return self._engine
+
+    def _make_engine(self) -> Engine:
+        stored = self.store.conn.execute("SELECT value FROM meta WHERE key='scheduler'").fetchone()
+        name = self._requested_scheduler or (stored[0] if stored else None)
+        if name is None:
+            name = detect_scheduler(self._runner)
+            log.info("housekeeper: no scheduler named; detected %s", name)
+        backend: Backend
+        if name == "local":
+            backend = LocalBackend(os.path.join(self.jobs_dir, jobscript.HK_DIR, "local"), self._local_slots)
+        else:
+            backend = make_command_backend(name, self._runner)
+        if not stored:
+            with self.store.transaction() as cur:
+                cur.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('scheduler', ?)", (name,))
+        elif stored[0] != name:
+            log.warning("jobs_dir %s was started with %s; now using %s", self.jobs_dir, stored[0], name)
+        rules_path = self._write_rules()
+        return Engine(store=self.store, backend=backend, jobs_dir=self.jobs_dir, rules=self.rules,
+                      rules_path=rules_path, **self._options)  # type: ignore[arg-type]  # fmt: skip
+
+    def _write_rules(self) -> str:
+        data = msgspec.json.encode(self.rules)
+        path = os.path.join(self.jobs_dir, jobscript.HK_DIR, f"rules-{hashlib.sha1(data).hexdigest()[:12]}.json")
+        if not os.path.exists(path):
+            temporary = f"{path}.{os.getpid()}.tmp"
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, path)
+        return path
+
+    def _next_id(self) -> int:
+        if self._ids_left == 0:
+            block = min(10000, max(16, len(self._buffer) * 2 or 16))
+            self._ids = iter(self.store.reserve_ids(block))
+            self._ids_left = block
+        self._ids_left -= 1
+        return next(self._ids)
+
+    def _commit(self) -> None:
+        """Write buffered submissions to the store in one transaction."""
+        with self._lock:
+            if not self._buffer:
+                return
+            rows, deps = self._buffer, self._buffer_deps
+            self.store.insert_jobs(rows, deps)
+            self._buffer, self._buffer_deps, self._buffer_keys = [], [], {}
+            self._last_commit = time.monotonic()
+
+    def _sync(self) -> None:
+        """Before any read or action: buffered jobs to the store, held jobs to the scheduler."""
+        self._commit()
+        self.engine.flush()
+
+    def _job(self, job_id: Any) -> dict[str, Any]:
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise InvalidArgumentError("job_id", job_id, "must be a job id (int) returned by submit()")
+        self._commit()
+        job = self.store.job(job_id)
+        if job is None:
+            raise UnknownJobError(job_id)
+        return job
+
+    # --------------------------------------------------------------------------- submit
+    def submit(
+        self,
+        command: str,
+        name: str | None = None,
+        job_subdir: str | None = None,
+        nodes: int = 1,
+        cpus: int = 1,
+        gpus: int = 0,
+        memory: str | int | None = "4GB",
+        walltime: str | int | _dt.timedelta | None = "01:00:00",
+        queue: str | None = None,
+        account: str | None = None,
+        expected_files: Sequence[str | os.PathLike[str]] | None = None,
+        after_ok: Sequence[int] | int | None = None,
+        after_fail: Sequence[int] | int | None = None,
+        after_any: Sequence[int] | int | None = None,
+        max_retries: int = 0,
+        env: dict[str, str] | None = None,
+        *,
+        workdir: str | os.PathLike[str] | None = None,
+    ) -> int:
+        """Record a job and return its housekeeper id. The job reaches the scheduler at the
+        latest on the next monitor/track/list_jobs/job_info/cancel/flush call or at exit.
+
+        Submitting the same job again (same job_subdir, or same name and command) returns the
+        existing id and does nothing else."""
+        spec = build_spec(
+            command=command, name=name, job_subdir=job_subdir, nodes=nodes, cpus=cpus, gpus=gpus, memory=memory,
+            walltime=walltime, queue=queue, account=account, expected_files=expected_files, after_ok=after_ok,
+            after_fail=after_fail, after_any=after_any, max_retries=max_retries, env=env, workdir=workdir,
+        )  # fmt: skip
+        with self._lock:
+            if self._closed:
+                raise JobStateError("this housekeeper was closed")
+            key = f"dir:{spec.job_subdir}" if spec.job_subdir else f"cmd:{spec.name}\0{spec.command}"
+            existing = self._buffer_keys.get(key) or self.store.find_dedup(key)
+            if existing is not None:
+                job_id, old_command = existing
+                if old_command != spec.command:
+                    raise InvalidArgumentError(
+                        "job_subdir", spec.job_subdir,
+                        f"is already used by job {job_id} with a different command ({old_command!r})",
+                    )  # fmt: skip
+                return job_id
+            self._check_parents(spec)
+            job_id = self._next_id()
+            self._buffer.append(self._row(job_id, key, spec))
+            for parameter, kind in (("after_ok", "ok"), ("after_fail", "fail"), ("after_any", "any")):
+                self._buffer_deps.extend((job_id, parent, kind) for parent in getattr(spec, parameter))
+            self._buffer_keys[key] = (job_id, spec.command)
+            # A lone submit is written at once; a tight loop is written in batches, at most
+            # _BUFFER_SECONDS apart (a re-run after a crash re-submits the rest idempotently).
+            if len(self._buffer) >= _BUFFER_ROWS or time.monotonic() - self._last_commit > _BUFFER_SECONDS:
+                self._commit()
+            return job_id
+
+    def _check_parents(self, spec: JobSpec) -> None:
+        buffered = {row[0] for row in self._buffer}
+        for parameter in ("after_ok", "after_fail", "after_any"):
+            ids = [i for i in getattr(spec, parameter) if i not in buffered]
+            if ids:
+                unknown = set(ids) - self.store.existing_ids(ids)
+                if unknown:
+                    raise InvalidArgumentError(parameter, list(getattr(spec, parameter)),
+                                               f"unknown job id(s) {sorted(unknown)}")  # fmt: skip
+
+    def _row(self, job_id: int, key: str, spec: JobSpec) -> tuple[Any, ...]:
+        now = time.time()
+        r = spec.resources
+        values = {
+            "job_id": job_id, "name": spec.name, "command": spec.command,
+            "job_subdir": spec.job_subdir or str(job_id), "dedup_key": key, "workdir": spec.workdir,
+            "nodes": r.nodes, "cpus": r.cpus, "gpus": r.gpus, "memory_mb": r.memory_mb, "walltime_s": r.walltime_s,
+            "queue": r.queue, "account": r.account, "expected_files": json.dumps(list(spec.expected_files)),
+            "env": json.dumps(spec.env), "max_retries": spec.max_retries,
+            "has_deps": int(bool(spec.after_ok or spec.after_fail or spec.after_any)),
+            "status": "PENDING", "attempt": 1, "created_at": now, "updated_at": now,
+        }  # fmt: skip
+        return tuple(values[c] for c in JOB_INSERT_COLUMNS)
+
+    def flush(self) -> int:
+        """Send held jobs to the scheduler now; returns how many were sent."""
+        self._commit()
+        return self.engine.flush()
+
+    # ---------------------------------------------------------------------- following
+    def track(self, job_id: int) -> JobStatus:
+        """The job's status after one look at the scheduler."""
+        self._job(job_id)
+        self._sync()
+        self.engine.poll()
+        return JobStatus(self._job(job_id)["status"])
+
+    def poll(self) -> int:
+        """One look at the scheduler for every active job; returns how many jobs changed."""
+        self._sync()
+        return len(self.engine.poll())
+
+    def monitor(
+        self,
+        job_ids: Sequence[int] | int | None = None,
+        poll_interval: float = 30,
+        *,
+        timeout: float | None = None,
+    ) -> dict[int, JobStatus]:
+        """Poll until every given job (default: all) has finished, retries included.
+
+        Polls start quick and grow to `poll_interval` while nothing changes (the local backend
+        looks every second). Returns {job_id: final status}. With `timeout` (seconds), returns
+        when it runs out, with the statuses as they are then."""
+        if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)) or poll_interval <= 0:
+            raise InvalidArgumentError("poll_interval", poll_interval, "must be a positive number of seconds")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise InvalidArgumentError("timeout", timeout, "must be a number of seconds >= 0 or None")
+        ids = self._monitored_ids(job_ids)
+        self._sync()
+        started = time.monotonic()
+        local = self.engine.backend.name == "local"
+        interval = min(1.0, float(poll_interval))
+        while True:
+            changed = self.engine.poll()
+            statuses = self._statuses(ids)
+            if all(JobStatus(s).is_terminal for s in statuses.values()):
+                return {i: JobStatus(s) for i, s in statuses.items()}
+            if timeout is not None and time.monotonic() - started >= timeout:
+                return {i: JobStatus(s) for i, s in statuses.items()}
+            counts: dict[str, int] = {}
+            for status in statuses.values():
+                counts[status] = counts.get(status, 0) + 1
+            log.info("housekeeper: %s", ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+            interval = 1.0 if changed else min(float(poll_interval), interval * 1.5)
+            if local:
+                interval = min(interval, 1.0)
+            if timeout is not None:
+                interval = min(interval, max(0.0, timeout - (time.monotonic() - started)))
+            time.sleep(interval)
+
+    def _monitored_ids(self, job_ids: Sequence[int] | int | None) -> list[int]:
+        self._commit()
+        if job_ids is None:
+            return [r[0] for r in self.store.conn.execute("SELECT job_id FROM jobs ORDER BY job_id")]
+        if isinstance(job_ids, int) and not isinstance(job_ids, bool):
+            job_ids = [job_ids]
+        if isinstance(job_ids, (str, bytes)) or not isinstance(job_ids, Iterable):
+            raise InvalidArgumentError("job_ids", job_ids, "must be a list of job ids")
+        ids = list(job_ids)
+        for item in ids:
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise InvalidArgumentError("job_ids", job_ids, f"contains {item!r}, which is not a job id")
+        unknown = set(ids) - self.store.existing_ids(ids)
+        if unknown:
+            raise InvalidArgumentError("job_ids", job_ids, f"unknown job id(s) {sorted(unknown)}")
+        return ids
+
+    def _statuses(self, ids: list[int]) -> dict[int, str]:
+        found = {j["job_id"]: j["status"] for j in self.store.jobs_by_ids(ids)}
+        return {i: found[i] for i in ids}
+
+    # ------------------------------------------------------------------------ actions
+    def cancel(self, job_id: int | Sequence[int]) -> list[int]:
+        """Cancel jobs that have not finished; returns the ids actually cancelled."""
+        ids = [job_id] if isinstance(job_id, int) and not isinstance(job_id, bool) else job_id
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise InvalidArgumentError("job_id", job_id, "must be a job id or a list of job ids")
+        jobs = [self._job(i) for i in ids]
+        self._sync()
+        jobs = [self._job(j["job_id"]) for j in jobs]
+        return self.engine.cancel(jobs)
+
+    def retry(self, job_id: int) -> int:
+        """Run a FAILED or CANCELLED job again (a new attempt, same id). Dependants that were
+        cancelled because of it are given another chance too. Returns the new attempt number."""
+        job = self._job(job_id)
+        if job["status"] not in ("FAILED", "CANCELLED"):
+            raise JobStateError(f"job {job_id} is {job['status']}; only FAILED or CANCELLED jobs can be retried")
+        if not self.store.new_attempt(job_id, job["attempt"], "retried by hand"):
+            raise JobStateError(f"job {job_id} changed while retrying it; look again")
+        self._revive_dependants(job_id)
+        self._sync()
+        return job["attempt"] + 1
+
+    def _revive_dependants(self, job_id: int) -> None:
+        todo = [job_id]
+        seen = {job_id}
+        while todo:
+            for child_id in self.store.children(todo.pop()):
+                if child_id in seen:
+                    continue
+                seen.add(child_id)
+                child = self.store.job(child_id)
+                if child and child["status"] == "CANCELLED" and child["reason"] == "dependency_never_satisfied":
+                    if self.store.new_attempt(child_id, child["attempt"], f"its parent {job_id} was retried"):
+                        todo.append(child_id)
+
+    def cleanup(self, job_id: int | Sequence[int]) -> list[int]:
+        """Delete finished jobs' folders (never anything outside jobs_dir); the records stay."""
+        ids = [job_id] if isinstance(job_id, int) and not isinstance(job_id, bool) else job_id
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise InvalidArgumentError("job_id", job_id, "must be a job id or a list of job ids")
+        jobs = [self._job(i) for i in ids]
+        busy = [j["job_id"] for j in jobs if not JobStatus(j["status"]).is_terminal]
+        if busy:
+            raise JobStateError(f"job(s) {busy} have not finished; cancel them or wait before cleanup")
+        root = os.path.realpath(self.jobs_dir)
+        for job in jobs:
+            folder = os.path.join(self.jobs_dir, job["job_subdir"])
+            if os.path.islink(folder):
+                os.unlink(folder)  # the link goes, never what it points to
+            elif os.path.isdir(folder):
+                if os.path.dirname(os.path.realpath(folder)) != root:
+                    raise StateError(f"{folder} is not directly inside {self.jobs_dir}; not deleting it")
+                shutil.rmtree(folder)
+        return [j["job_id"] for j in jobs]
+
+    # ------------------------------------------------------------------------ reading
+    def list_jobs(self, status: str | JobStatus | Sequence[str | JobStatus] | None = None) -> JobTable:
+        """A polars DataFrame with one row per job (iterating it yields dicts)."""
+        wanted: list[str] | None = None
+        if status is not None:
+            items = [status] if isinstance(status, (str, JobStatus)) else status
+            if not isinstance(items, Iterable):
+                raise InvalidArgumentError("status", status, "must be a JobStatus, its name, or a list of them")
+            wanted = []
+            for item in items:
+                try:
+                    wanted.append(JobStatus(str(item).upper()).value)
+                except ValueError:
+                    raise InvalidArgumentError(
+                        "status", status, f"{item!r} is not one of {', '.join(s.value for s in JobStatus)}"
+                    ) from None
+        self._sync()
+        return JobTable(self._frame(wanted))
+
+    def _frame(self, statuses: list[str] | None = None) -> pl.DataFrame:
+        where = "1"
+        params: list[Any] = []
+        if statuses is not None:
+            where = f"status IN ({','.join('?' * len(statuses))})"
+            params = statuses
+        query = (
+            "SELECT job_id, name, status, reason, attempt, scheduler_id, job_subdir, exit_code, signal,"
+            " submitted_at, started_at, ended_at, created_at, nodes, cpus, gpus, memory_mb, walltime_s, queue,"
+            " account, max_retries, native_state, command, workdir"
+            f" FROM jobs WHERE {where} ORDER BY job_id"
+        )
+        cursor = self.store.conn.execute(query, params)
+        names = [d[0] for d in cursor.description]
+        schema = {
+            "job_id": pl.Int64, "name": pl.Utf8, "status": pl.Utf8, "reason": pl.Utf8, "attempt": pl.Int32,
+            "scheduler_id": pl.Utf8, "job_subdir": pl.Utf8, "exit_code": pl.Int32, "signal": pl.Int32,
+            "submitted_at": pl.Float64, "started_at": pl.Float64, "ended_at": pl.Float64,
+            "created_at": pl.Float64, "nodes": pl.Int32, "cpus": pl.Int32, "gpus": pl.Int32,
+            "memory_mb": pl.Int64, "walltime_s": pl.Int64, "queue": pl.Utf8, "account": pl.Utf8,
+            "max_retries": pl.Int32, "native_state": pl.Utf8, "command": pl.Utf8, "workdir": pl.Utf8,
+        }  # fmt: skip
+        frame = pl.DataFrame(cursor.fetchall(), schema=[(n, schema[n]) for n in names], orient="row")
+        times = ["submitted_at", "started_at", "ended_at", "created_at"]
+        return frame.with_columns(
+            pl.col("status").cast(_STATUS_ENUM),
+            *[(pl.col(c) * 1_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias(c) for c in times],
+        )
+
+    def job_info(self, job_id: int) -> dict[str, Any]:
+        """Everything known about a job: its settings, state, files, dependencies and attempts."""
+        self._job(job_id)
+        self._sync()
+        job = self._job(job_id)
+        folder = os.path.join(self.jobs_dir, job["job_subdir"])
+        info = dict(job)
+        info["status"] = JobStatus(job["status"])
+        info["expected_files"] = json.loads(job["expected_files"])
+        info["env"] = json.loads(job["env"])
+        info["job_dir"] = folder
+        info["script"] = jobscript.script_path(self.jobs_dir, job["job_subdir"], job["name"])
+        info["stdout"] = os.path.join(folder, jobscript.STDOUT)
+        info["stderr"] = os.path.join(folder, jobscript.STDERR)
+        info["dependencies"] = [
+            {"job_id": parent, "kind": kind} for parent, kind in self.store.parents([job_id]).get(job_id, [])
+        ]
+        info["attempts"] = [self._attempt_view(a, folder, job["attempt"]) for a in self.store.attempts(job_id)]
+        info["events"] = self.store.events(job_id)
+        return info
+
+    @staticmethod
+    def _attempt_view(attempt: dict[str, Any], folder: str, current: int) -> dict[str, Any]:
+        view = {k: v for k, v in attempt.items() if k != "detail"}
+        view["detail"] = json.loads(attempt["detail"]) if attempt.get("detail") else {}
+        number = attempt["attempt"]
+        if number == current:
+            view["stdout"] = os.path.join(folder, jobscript.STDOUT)
+            view["stderr"] = os.path.join(folder, jobscript.STDERR)
+        else:
+            view["stdout"] = jobscript.attempt_file(folder, jobscript.STDOUT, number)
+            view["stderr"] = jobscript.attempt_file(folder, jobscript.STDERR, number)
+        return view
+
+    def failure_info(self, job_id: int) -> dict[str, Any]:
+        """Why the job failed: reason, exit code, signal, scheduler state, offending log lines
+        (file, line, text, pattern; the first 20), missing files and every attempt."""
+        info = self.job_info(job_id)
+        attempts = info["attempts"]
+        current = attempts[-1] if attempts else {"detail": {}}
+        detail = current.get("detail") or {}
+        patterns = detail.get("log_patterns") or []
+        lines = [
+            {"file": os.path.join(info["job_dir"], f), "line": n, "text": t,
+             "pattern": patterns[i] if i < len(patterns) else None}
+            for i, (f, n, t) in enumerate(detail.get("log_lines") or [])
+        ]  # fmt: skip
+        return {
+            "job_id": job_id,
+            "name": info["name"],
+            "status": info["status"],
+            "reason": info["reason"],
+            "exit_code": info["exit_code"],
+            "signal": info["signal"],
+            "scheduler_state": info["native_state"],
+            "scheduler_id": info["scheduler_id"],
+            "log_lines": lines,
+            "log_errors": detail.get("log_errors", 0),
+            "log_excused": detail.get("log_excused", 0),
+            "missing_files": detail.get("missing_files", []),
+            "submit_error": detail.get("submit_error"),
+            "attempts": [
+                {k: a.get(k) for k in ("attempt", "scheduler_id", "status", "reason", "exit_code", "signal",
+                                       "native_state", "submitted_at", "started_at", "ended_at", "stdout", "stderr")}
+                for a in attempts
+            ],  # fmt: skip
+        }
+
+    def export_state(self, path: str | os.PathLike[str]) -> str:
+        """Write every job and every attempt to `.json` or `.parquet`; returns the path."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidArgumentError("path", path, "must be a file path ending in .json or .parquet")
+        target = os.fspath(path)
+        suffix = Path(target).suffix.lower()
+        if suffix not in (".json", ".parquet"):
+            raise InvalidArgumentError("path", path, "must end in .json or .parquet")
+        self._sync()
+        jobs = self._frame()
+        cursor = self.store.conn.execute(
+            "SELECT job_id, attempt, scheduler_id, status, reason, native_state, exit_code, signal,"
+            " submitted_at, started_at, ended_at, detail FROM attempts ORDER BY job_id, attempt"
+        )
+        names = [d[0] for d in cursor.description]
+        attempts = pl.DataFrame(cursor.fetchall(), orient="row", schema={
+            "job_id": pl.Int64, "attempt": pl.Int32, "scheduler_id": pl.Utf8, "status": pl.Utf8,
+            "reason": pl.Utf8, "native_state": pl.Utf8, "exit_code": pl.Int32, "signal": pl.Int32,
+            "submitted_at": pl.Float64, "started_at": pl.Float64, "ended_at": pl.Float64, "detail": pl.Utf8,
+        })  # fmt: skip
+        nested = attempts.group_by("job_id", maintain_order=True).agg(
+            pl.struct(pl.exclude("job_id")).alias("attempts")
+        )
+        table = jobs.join(nested, on="job_id", how="left").with_columns(pl.col("status").cast(pl.Utf8))
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        temporary = f"{target}.{os.getpid()}.tmp"
+        if suffix == ".parquet":
+            table.write_parquet(temporary)
+        else:
+            document = {
+                "housekeeper_export": 1,
+                "jobs_dir": self.jobs_dir,
+                "scheduler": self.scheduler,
+                "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                "jobs": table.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6f%z")).to_dicts(),
+            }
+            with open(temporary, "w") as handle:
+                json.dump(document, handle, indent=1, default=str)
+        os.replace(temporary, target)
+        return target
+
+    # ---------------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Commit and flush held jobs. Safe to call more than once."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._commit()
+                if self._engine is not None or self.store.conn.execute(
+                    "SELECT 1 FROM jobs WHERE status='PENDING' LIMIT 1"
+                ).fetchone():
+                    self.engine.flush()
+            finally:
+                self._closed = True
+                self.store.close()
+
+    def __enter__(self) -> Housekeeper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            with self._lock:  # keep what was recorded, but send nothing on an error
+                self._commit()
+
+    def __repr__(self) -> str:
+        return f"housekeeper(jobs_dir={self.jobs_dir!r})"
+
+
+def _close_at_exit(ref: weakref.ref[Housekeeper]) -> None:
+    hk = ref()
+    if hk is not None and not hk._closed:
+        try:
+            hk.close()
+        except Exception as exc:  # at exit there is no one left to raise to
+            log.error("housekeeper: could not flush at exit: %s", exc)
+
+
+housekeeper = Housekeeper

@@ -1,0 +1,405 @@
+"""The work: flushing held jobs to the scheduler (as arrays), one poll, verdicts, retries.
+
+flush: PENDING jobs -> ready? (dependencies, max_queued) -> groups of equal settings -> claim in
+       the store -> scripts on disk -> one scheduler submission per group -> QUEUED with ids
+poll:  active jobs -> one scheduler status query -> exit records of the finished -> verdicts ->
+       store (changed rows only) -> retries -> dependants that can never run are cancelled
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import msgspec
+import polars as pl
+
+from . import jobscript
+from .checks import Rules
+from .errors import SchedulerError
+from .models import ExitRecord, JobStatus, Reason, Resources
+from .schedulers.base import ErrorKind, SubmitRequest
+from .store import Store, Update
+from .verdict import complete_record, decide, read_record
+
+log = logging.getLogger("housekeeper")
+
+DEP_NATIVE = {"ok": "afterok", "fail": "afternotok", "any": "afterany"}
+
+
+class Backend(Protocol):
+    name: str
+    native_dependencies: bool
+    max_array_size: int
+
+    def directives(self, req: SubmitRequest) -> list[str]: ...
+
+    def submit(self, req: SubmitRequest) -> list[str]: ...
+
+    def poll(self, scheduler_ids: Sequence[str]) -> pl.DataFrame: ...
+
+    def cancel(self, scheduler_ids: Sequence[str]) -> None: ...
+
+
+def dependency_state(kind: str, parent_status: str) -> bool | None:
+    """True: satisfied; False: can never be; None: not decided yet (parent not finished)."""
+    if parent_status not in ("COMPLETED", "FAILED", "CANCELLED"):
+        return None
+    if kind == "ok":
+        return parent_status == "COMPLETED"
+    if kind == "fail":
+        return parent_status in ("FAILED", "CANCELLED")
+    return True
+
+
+class Engine:
+    """Moves jobs forward. Holds no job state of its own: everything lives in the store."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        backend: Backend,
+        jobs_dir: str,
+        rules: Rules,
+        rules_path: str,
+        max_queued: int | None = None,
+        file_grace: float = 30.0,
+        lost_after: float = 120.0,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.jobs_dir = jobs_dir
+        self.rules = rules
+        self.rules_path = rules_path
+        self.max_queued = max_queued
+        self.file_grace = file_grace
+        self.lost_after = lost_after
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.spool_dir = os.path.join(jobs_dir, jobscript.HK_DIR, "spool")
+        self.array_dir = os.path.join(jobs_dir, jobscript.HK_DIR, "arrays")
+
+    # ---------------------------------------------------------------------------- flush
+    def flush(self) -> int:
+        """Send every ready PENDING job to the scheduler; returns how many were sent."""
+        total = 0
+        for _ in range(100):  # waves: parents sent in one wave free their children for the next
+            sent, progressed = self._flush_wave()
+            total += sent
+            if not progressed:
+                break
+        return total
+
+    def _room(self) -> int | None:
+        if self.max_queued is None:
+            return None
+        counts = self.store.status_counts()
+        return max(0, self.max_queued - counts.get("QUEUED", 0) - counts.get("RUNNING", 0))
+
+    def _flush_wave(self) -> tuple[int, bool]:
+        pending = self.store.jobs_where("status='PENDING' AND submission_id IS NULL ORDER BY job_id")
+        if not pending:
+            return 0, False
+        room = self._room()
+        with_deps = [j["job_id"] for j in pending if j["has_deps"]]
+        parents = self.store.parents(with_deps) if with_deps else {}
+        parent_rows = {
+            p["job_id"]: p for p in self.store.jobs_by_ids(list({pid for deps in parents.values() for pid, _ in deps}))
+        }
+        ready: list[tuple[dict[str, Any], tuple[tuple[str, tuple[str, ...]], ...]]] = []
+        never: list[Update] = []
+        for job in pending:
+            native: dict[str, list[str]] = {}
+            blocked = impossible = False
+            for parent_id, kind in parents.get(job["job_id"], []):
+                parent = parent_rows.get(parent_id)
+                if parent is None:
+                    impossible = True
+                    break
+                state = dependency_state(kind, parent["status"])
+                if state is False:
+                    impossible = True
+                    break
+                if state is True:
+                    continue
+                final_attempt = parent["attempt"] > parent["max_retries"]
+                if (
+                    self.backend.native_dependencies
+                    and parent["status"] in ("QUEUED", "RUNNING")
+                    and parent["scheduler_id"]
+                    and final_attempt
+                ):
+                    native.setdefault(DEP_NATIVE[kind], []).append(parent["scheduler_id"])
+                else:
+                    blocked = True
+            if impossible:
+                never.append(Update(job_id=job["job_id"], attempt=job["attempt"], status="CANCELLED",
+                                    reason=Reason.DEPENDENCY_NEVER_SATISFIED.value,
+                                    note="a job it depends on ended the wrong way"))  # fmt: skip
+                continue
+            if blocked:
+                continue
+            deps = tuple((kind, tuple(ids)) for kind, ids in sorted(native.items()))
+            ready.append((job, deps))
+        applied = self.store.apply(never) if never else []
+        if room is not None:
+            ready = ready[:room]
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for job, deps in ready:
+            key = (job["nodes"], job["cpus"], job["gpus"], job["memory_mb"], job["walltime_s"], job["queue"],
+                   job["account"], job["workdir"], deps)  # fmt: skip
+            groups.setdefault(key, []).append(job)
+        sent = 0
+        for key, jobs in groups.items():
+            size = max(1, self.backend.max_array_size)
+            for start in range(0, len(jobs), size):
+                sent += self._submit_group(jobs[start : start + size], key[-1])
+        return sent, bool(sent or applied)
+
+    def _request(self, job: dict[str, Any], deps: tuple[tuple[str, tuple[str, ...]], ...], script: str,
+                 comment: str, array_size: int | None = None) -> SubmitRequest:  # fmt: skip
+        folder = jobscript.job_dir(self.jobs_dir, job["job_subdir"])
+        resources = Resources(
+            nodes=job["nodes"], cpus=job["cpus"], gpus=job["gpus"], memory_mb=job["memory_mb"],
+            walltime_s=job["walltime_s"], queue=job["queue"], account=job["account"],
+        )  # fmt: skip
+        return SubmitRequest(
+            script_path=script, name=job["name"], resources=resources, workdir=job["workdir"],
+            array_size=array_size, dependencies=deps,
+            stdout_path=None if array_size else os.path.join(folder, jobscript.STDOUT),
+            stderr_path=None if array_size else os.path.join(folder, jobscript.STDERR),
+            spool_dir=self.spool_dir if array_size else None, comment=comment,
+        )  # fmt: skip
+
+    def _write_job_script(self, job: dict[str, Any], deps: tuple[tuple[str, tuple[str, ...]], ...],
+                          comment: str) -> tuple[str, SubmitRequest]:  # fmt: skip
+        folder = jobscript.job_dir(self.jobs_dir, job["job_subdir"])
+        os.makedirs(folder, exist_ok=True)
+        if job["attempt"] > 1:
+            jobscript.rotate_attempt_files(folder, job["attempt"] - 1)
+        path = jobscript.script_path(self.jobs_dir, job["job_subdir"], job["name"])
+        request = self._request(job, deps, path, comment)
+        text = jobscript.render_job_script(
+            job_id=job["job_id"], attempt=job["attempt"], name=job["name"], command=job["command"],
+            folder=folder, workdir=job["workdir"], env=msgspec.json.decode(job["env"]),
+            expected_files=msgspec.json.decode(job["expected_files"]), rules_path=self.rules_path,
+            directives=self.backend.directives(request),
+        )  # fmt: skip
+        _write_text(path, text, executable=True)
+        return path, request
+
+    def _submit_group(self, jobs: list[dict[str, Any]], deps: tuple[tuple[str, tuple[str, ...]], ...]) -> int:
+        token = f"hk:{uuid.uuid4().hex[:16]}"
+        pairs = [(j["job_id"], j["attempt"]) for j in jobs]
+        submission_id = self.store.claim(pairs, token, self.owner, "")
+        if submission_id is None:
+            return 0  # another driver is submitting these
+        try:
+            scripts = [self._write_job_script(job, deps, token) for job in jobs]
+            if len(jobs) == 1:
+                request = scripts[0][1]
+            else:
+                os.makedirs(self.array_dir, exist_ok=True)
+                os.makedirs(self.spool_dir, exist_ok=True)
+                paths = [p for p, _ in scripts]
+                width = jobscript.manifest_width(paths)
+                manifest = os.path.join(self.array_dir, f"{submission_id}.manifest")
+                _write_bytes(manifest, jobscript.render_manifest(paths, width))
+                wrapper = os.path.join(self.array_dir, f"{submission_id}.sh")
+                request = self._request(jobs[0], deps, wrapper, token, array_size=len(jobs))
+                request.name = jobs[0]["name"] if len({j["name"] for j in jobs}) == 1 else "hk-array"
+                text = jobscript.render_array_script(
+                    directives=self.backend.directives(request), manifest=manifest, width=width, count=len(jobs)
+                )
+                _write_text(wrapper, text, executable=True)
+        except OSError as exc:
+            self.store.release_claim(submission_id, f"cannot write job files: {exc}")
+            raise
+        try:
+            ids = self.backend.submit(request)
+        except SchedulerError as exc:
+            return self._submit_failed(submission_id, jobs, exc)
+        if len(ids) != len(jobs):
+            raise RuntimeError(f"scheduler returned {len(ids)} ids for {len(jobs)} jobs")
+        now = time.time()
+        self.store.record_submitted(
+            submission_id, ids[0].split("_")[0], [(j, a, sid) for (j, a), sid in zip(pairs, ids)], now
+        )
+        log.info("submitted %d job(s) as %s", len(jobs), ids[0] if len(ids) == 1 else f"array {ids[0]}..")
+        return len(jobs)
+
+    def _submit_failed(self, submission_id: int, jobs: list[dict[str, Any]], exc: SchedulerError) -> int:
+        kind = exc.kind
+        if exc.transient or kind == ErrorKind.TRANSIENT.value:
+            log.warning("submission deferred, the scheduler is not answering: %s", exc)
+            self.store.release_claim(submission_id, str(exc))
+            return 0
+        active = self.store.status_counts()
+        if kind == ErrorKind.POLICY.value and (active.get("QUEUED", 0) + active.get("RUNNING", 0)) > 0:
+            log.warning("submission held back until running jobs make room: %s", exc)
+            self.store.release_claim(submission_id, str(exc))
+            return 0
+        self.store.release_claim(submission_id, str(exc))
+        message = (exc.stderr or exc.stdout or str(exc)).strip()
+        self.store.apply([
+            Update(job_id=j["job_id"], attempt=j["attempt"], status="FAILED", reason=Reason.SUBMIT_ERROR.value,
+                   detail={"submit_error": message, "command": exc.command}, note=message[:500])
+            for j in jobs
+        ])  # fmt: skip
+        log.error("submission refused by the scheduler: %s", message)
+        return 0
+
+    # ----------------------------------------------------------------------------- poll
+    def poll(self) -> list[Update]:
+        """One look at the scheduler for all active jobs; returns the changes applied."""
+        active = self.store.jobs_where("status IN ('QUEUED', 'RUNNING')")
+        applied: list[Update] = []
+        if active:
+            try:
+                frame = self.backend.poll([j["scheduler_id"] for j in active])
+            except SchedulerError as exc:
+                if not exc.transient:
+                    raise
+                log.warning("scheduler not answering, no change recorded this time: %s", exc)
+                return []
+            rows = {r["scheduler_id"]: r for r in frame.iter_rows(named=True)}
+            applied = self._judge(active, rows)
+        self._retry(applied)
+        self._cancel_impossible()
+        self.flush()
+        return applied
+
+    def _judge(self, active: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> list[Update]:
+        now = time.time()
+        updates: list[Update] = []
+        missing: list[int] = []
+        lost: list[Update] = []
+        dep_jobs = [j["job_id"] for j in active if j["has_deps"]]
+        impossible = self._impossible(dep_jobs) if dep_jobs else set()
+        for job in active:
+            sched = rows.get(job["scheduler_id"])
+            status = sched.get("status") if sched else None
+            if sched is not None and status is None:
+                continue  # a state we could not read: leave the job as it is
+            folder = jobscript.job_dir(self.jobs_dir, job["job_subdir"])
+            if sched is not None and status in ("QUEUED", "RUNNING"):
+                if status != job["status"] or (status == "RUNNING" and job["started_at"] is None):
+                    updates.append(Update(job_id=job["job_id"], attempt=job["attempt"], status=status,
+                                          native_state=sched.get("native_state"),
+                                          started_at=sched.get("started_at") if status == "RUNNING" else None))
+                continue  # fmt: skip
+            record = read_record(folder, job["attempt"])
+            if record is None and sched is None:
+                if job["missing_since"] is None:
+                    missing.append(job["job_id"])
+                elif now - job["missing_since"] > self.lost_after:
+                    lost.append(Update(job_id=job["job_id"], attempt=job["attempt"], status="FAILED",
+                                       reason=Reason.LOST.value, ended_at=now,
+                                       note="the scheduler forgot the job and it left no exit record"))  # fmt: skip
+                continue
+            if record is None and sched is not None and sched.get("status") == "COMPLETED":
+                ended = sched.get("ended_at") or now
+                if now - ended < self.file_grace:
+                    continue  # the exit record may not be visible yet (NFS/Lustre lag)
+                record = ExitRecord(job_id=job["job_id"], attempt=job["attempt"], exit_code=sched.get("exit_code") or 0)
+            if record is not None and not record.checked:
+                record = complete_record(record, folder, job["workdir"],
+                                         msgspec.json.decode(job["expected_files"]), self.rules)  # fmt: skip
+            outcome = decide(sched=sched, record=record, walltime_s=job["walltime_s"],
+                             dependency_impossible=job["job_id"] in impossible)  # fmt: skip
+            if outcome is None:
+                continue
+            updates.append(Update(
+                job_id=job["job_id"], attempt=job["attempt"], status=outcome.status.value,
+                reason=outcome.reason.value if outcome.reason else None,
+                native_state=sched.get("native_state") if sched else None, exit_code=outcome.exit_code,
+                signal=outcome.signal, started_at=outcome.started_at, ended_at=outcome.ended_at or now,
+                detail=outcome.detail,
+            ))  # fmt: skip
+        if missing:
+            self.store.mark_missing(missing, now)
+        return self.store.apply(updates + lost)
+
+    def _impossible(self, job_ids: Sequence[int]) -> set[int]:
+        """Jobs whose dependency condition can no longer hold."""
+        parents = self.store.parents(job_ids)
+        status = {p["job_id"]: p["status"] for p in self.store.jobs_by_ids(
+            list({pid for deps in parents.values() for pid, _ in deps}))}  # fmt: skip
+        return {
+            job_id for job_id, deps in parents.items()
+            if any(dependency_state(kind, status.get(pid, "CANCELLED")) is False for pid, kind in deps)
+        }  # fmt: skip
+
+    def _retry(self, applied: Sequence[Update]) -> None:
+        failed = [u for u in applied if u.status == "FAILED"]
+        if not failed:
+            return
+        jobs = {j["job_id"]: j for j in self.store.jobs_by_ids([u.job_id for u in failed])}
+        for update in failed:
+            job = jobs.get(update.job_id)
+            if job is None or update.reason == Reason.SUBMIT_ERROR.value:
+                continue
+            if job["attempt"] <= job["max_retries"]:
+                if self.store.new_attempt(job["job_id"], job["attempt"], f"automatic retry after {update.reason}"):
+                    log.info("job %d failed (%s); retry %d of %d", job["job_id"], update.reason,
+                             job["attempt"], job["max_retries"])  # fmt: skip
+
+    def _cancel_impossible(self) -> None:
+        """Dependants still waiting (in the scheduler or here) whose condition can no longer hold."""
+        waiting = self.store.jobs_where("has_deps=1 AND status IN ('PENDING', 'QUEUED')")
+        if not waiting:
+            return
+        impossible = self._impossible([j["job_id"] for j in waiting])
+        doomed = [j for j in waiting if j["job_id"] in impossible]
+        if not doomed:
+            return
+        in_scheduler = [j["scheduler_id"] for j in doomed if j["status"] == "QUEUED" and j["scheduler_id"]]
+        if in_scheduler:
+            try:
+                self.backend.cancel(in_scheduler)
+            except SchedulerError as exc:
+                log.warning("could not cancel jobs whose dependencies failed: %s", exc)
+                return
+        self.store.apply([
+            Update(job_id=j["job_id"], attempt=j["attempt"], status="CANCELLED",
+                   reason=Reason.DEPENDENCY_NEVER_SATISFIED.value, ended_at=time.time(),
+                   note="a job it depends on ended the wrong way")
+            for j in doomed
+        ])  # fmt: skip
+
+    # --------------------------------------------------------------------------- cancel
+    def cancel(self, jobs: Sequence[dict[str, Any]]) -> list[int]:
+        """Cancel jobs (any state but finished); returns the ids cancelled."""
+        live = [j for j in jobs if j["status"] not in ("COMPLETED", "FAILED", "CANCELLED")]
+        in_scheduler = [j["scheduler_id"] for j in live if j["scheduler_id"] and j["status"] != "PENDING"]
+        if in_scheduler:
+            self.backend.cancel(in_scheduler)
+        now = time.time()
+        applied = self.store.apply([
+            Update(job_id=j["job_id"], attempt=j["attempt"], status="CANCELLED",
+                   reason=Reason.CANCELLED_BY_USER.value, ended_at=now, note="cancelled through housekeeper")
+            for j in live
+        ])  # fmt: skip
+        return [u.job_id for u in applied]
+
+
+def _write_text(path: str, text: str, executable: bool = False) -> None:
+    _write_bytes(path, text.encode(), executable)
+
+
+def _write_bytes(path: str, data: bytes, executable: bool = False) -> None:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    if executable:
+        mode = os.stat(temporary).st_mode
+        os.chmod(temporary, mode | ((mode & 0o444) >> 2))  # x where r, honouring the umask
+    os.replace(temporary, path)
+
+
+def status_of(value: str) -> JobStatus:
+    return JobStatus(value)

@@ -1,0 +1,136 @@
+"""The job folder layout and the batch scripts housekeeper writes.
+
+Every job gets `<jobs_dir>/<job_subdir>/<name>.sh`: a script readable and re-runnable by hand
+(`bash it` or `sbatch it`). It cds to the job's working directory, appends the command's
+output to `stdout.log`/`stderr.log` in the job folder, runs the command, and then runs the
+finisher (`python -m housekeeper._finish`), which checks the logs and expected files and
+writes the exit record `status.json`; the script exits non-zero when the verdict is failure,
+so the scheduler (and its native dependencies) see the same verdict as housekeeper.
+
+Jobs sent together as an array share one small wrapper script that picks its job's script
+from a fixed-width manifest by the task index.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+
+HK_DIR = ".housekeeper"
+STATUS_FILE = "status.json"
+STDOUT = "stdout.log"
+STDERR = "stderr.log"
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def job_dir(jobs_dir: str, job_subdir: str) -> str:
+    return os.path.join(jobs_dir, job_subdir)
+
+
+def script_path(jobs_dir: str, job_subdir: str, name: str) -> str:
+    return os.path.join(jobs_dir, job_subdir, f"{name}.sh")
+
+
+def attempt_file(folder: str, filename: str, attempt: int) -> str:
+    """Where attempt N's copy of a per-attempt file lives once a newer attempt took its place."""
+    stem, dot, ext = filename.rpartition(".")
+    return os.path.join(folder, f"{stem}.{attempt}.{ext}" if dot else f"{filename}.{attempt}")
+
+
+def rotate_attempt_files(folder: str, finished_attempt: int) -> None:
+    """Keep attempt N's logs and exit record beside the folder as `stdout.N.log` etc."""
+    for filename in (STDOUT, STDERR, STATUS_FILE):
+        current = os.path.join(folder, filename)
+        target = attempt_file(folder, filename, finished_attempt)
+        if os.path.exists(current) and not os.path.exists(target):
+            os.replace(current, target)
+
+
+def render_job_script(
+    *,
+    job_id: int,
+    attempt: int,
+    name: str,
+    command: str,
+    folder: str,
+    workdir: str,
+    env: dict[str, str],
+    expected_files: Sequence[str],
+    rules_path: str,
+    directives: Sequence[str] = (),
+    python: str | None = None,
+) -> str:
+    q = shlex.quote
+    lines = ["#!/bin/bash", *directives]
+    lines += [
+        f"# housekeeper job {job_id} ({name}), attempt {attempt}.",
+        "# Runs the command below in its working directory, appends its output to stdout.log and",
+        "# stderr.log here, then writes the verdict to status.json. Re-run by hand: bash this file.",
+        f"HK_JOB_ID={job_id}",
+        f"HK_ATTEMPT={attempt}",
+        f"HK_JOB_DIR={q(folder)}",
+        f"HK_PYTHON={q(python or sys.executable)}",
+        "export HK_JOB_ID HK_ATTEMPT HK_JOB_DIR",
+        'mkdir -p "$HK_JOB_DIR"',
+        'exec >>"$HK_JOB_DIR/stdout.log" 2>>"$HK_JOB_DIR/stderr.log"',
+        f"cd {q(workdir)} || {{ echo \"housekeeper: cannot cd to {workdir}\" >&2; exit 1; }}",
+    ]
+    lines += [f"export {key}={q(value)}" for key, value in env.items()]
+    lines += [
+        "hk_started=$(date +%s.%N)",
+        "hk_term=0",
+        # The scheduler signals the whole job at its time limit or on cancel: note it and let
+        # the finisher record what happened (bash runs the trap once the command has ended).
+        "trap 'hk_term=15' TERM",
+        "trap 'hk_term=2' INT",
+        f"/bin/bash -c {q(command)}",
+        "hk_rc=$?",
+        "trap - TERM INT",
+        'PYTHONPATH={pp}${{PYTHONPATH:+:$PYTHONPATH}} "$HK_PYTHON" -m housekeeper._finish \\'.format(
+            pp=q(PACKAGE_PARENT)
+        ),
+        f'  "$HK_JOB_DIR" {job_id} {attempt} "$hk_rc" "$hk_started" "$hk_term" {q(rules_path)} -- \\',
+        "  " + " ".join(q(f) for f in expected_files),
+        "hk_verdict=$?",
+        'if [ ! -s "$HK_JOB_DIR/status.json" ]; then',
+        "  # No Python for the finisher here: leave a bare exit record; the driver checks the rest.",
+        "  printf '{\"job_id\":%s,\"attempt\":%s,\"exit_code\":%s,\"checked\":false,\"started_at\":%s}\\n' \\",
+        '    "$HK_JOB_ID" "$HK_ATTEMPT" "$hk_rc" "$hk_started" > "$HK_JOB_DIR/.status.json.tmp" \\',
+        '    && mv -f "$HK_JOB_DIR/.status.json.tmp" "$HK_JOB_DIR/status.json"',
+        '  exit "$hk_rc"',
+        "fi",
+        'exit "$hk_verdict"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def manifest_width(paths: Sequence[str]) -> int:
+    return max(len(p.encode()) for p in paths) + 1
+
+
+def render_manifest(paths: Sequence[str], width: int) -> bytes:
+    """Fixed-width lines, so task i reads its line with one seek."""
+    out = bytearray()
+    for path in paths:
+        raw = path.encode()
+        out += raw + b" " * (width - 1 - len(raw)) + b"\n"
+    return bytes(out)
+
+
+def render_array_script(*, directives: Sequence[str], manifest: str, width: int, count: int) -> str:
+    q = shlex.quote
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            *directives,
+            f"# housekeeper array of {count} jobs: task i runs the job script on line i of the manifest.",
+            "hk_index=${SLURM_ARRAY_TASK_ID:-${PBS_ARRAY_INDEX:-${PBS_ARRAYID:-}}}",
+            'if [ -z "$hk_index" ]; then echo "housekeeper: no array task index in the environment" >&2; exit 2; fi',
+            f"read -r hk_script < <(dd if={q(manifest)} bs={width} skip=\"$hk_index\" count=1 2>/dev/null)",
+            'if [ -z "$hk_script" ]; then echo "housekeeper: no job for array index $hk_index" >&2; exit 2; fi',
+            'exec /bin/bash "$hk_script"',
+            "",
+        ]
+    )

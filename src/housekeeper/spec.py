@@ -1,0 +1,263 @@
+"""Turning user arguments into a valid JobSpec. Every refusal names the parameter and value."""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidArgumentError
+from .models import JobSpec, Resources
+
+# Names end up in file names, '#SBATCH' lines and shell words: keep them to a safe alphabet.
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}\Z")
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_QUEUE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+,-]{0,127}\Z")
+_ACCOUNT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}\Z")
+_MEMORY_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(I?B?)\s*\Z", re.IGNORECASE)
+_UNIT_MB = {"K": 1 / 1024, "M": 1, "": 1, "G": 1024, "T": 1024 * 1024}
+# Folders housekeeper itself keeps in jobs_dir.
+RESERVED_SUBDIRS = frozenset({".housekeeper", "housekeeper.db"})
+
+
+def _check_int(parameter: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(parameter, value, f"must be a whole number >= {minimum}")
+    if value < minimum:
+        raise InvalidArgumentError(parameter, value, f"must be >= {minimum}")
+    return value
+
+
+def parse_memory(value: Any, parameter: str = "memory") -> int | None:
+    """Memory in MB. Accepts '32GB', '500MB', '1.5TB', '4G', '512K', plain integers (MB).
+
+    Units are binary, as SLURM reads them: 1 GB = 1024 MB.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidArgumentError(parameter, value, "must be a size such as '4GB' or an integer number of MB")
+    if isinstance(value, int):
+        if value <= 0:
+            raise InvalidArgumentError(parameter, value, "must be positive")
+        return value
+    if not isinstance(value, str):
+        raise InvalidArgumentError(parameter, value, "must be a size such as '4GB' or an integer number of MB")
+    match = _MEMORY_RE.match(value)
+    if not match or (match.group(3) and not match.group(2) and match.group(3).upper() != "B"):
+        raise InvalidArgumentError(
+            parameter, value, "is not a size: use e.g. '500MB', '32GB', '1.5TB', '4G' or an integer (MB)"
+        )
+    number, unit, suffix = match.groups()
+    if suffix.upper() == "I":  # "4Gi" without the B
+        raise InvalidArgumentError(parameter, value, "is not a size: use e.g. '4GiB' or '4GB'")
+    megabytes = float(number) * _UNIT_MB[unit.upper()]
+    if suffix.upper() == "B" and not unit:
+        megabytes = float(number) / (1024 * 1024)  # plain bytes
+    result = math.ceil(megabytes)
+    if result <= 0:
+        raise InvalidArgumentError(parameter, value, "must be positive")
+    return result
+
+
+def parse_walltime(value: Any, parameter: str = "walltime") -> int | None:
+    """Wall time in seconds from 'HH:MM:SS', 'D-HH:MM:SS', 'D-HH:MM', 'D-HH', 'MM:SS',
+    integer minutes or a timedelta."""
+    if value is None:
+        return None
+    if isinstance(value, _dt.timedelta):
+        seconds = value.total_seconds()
+        if seconds <= 0:
+            raise InvalidArgumentError(parameter, value, "must be positive")
+        return math.ceil(seconds)
+    if isinstance(value, bool):
+        raise InvalidArgumentError(parameter, value, "must be 'HH:MM:SS', 'D-HH:MM:SS', minutes or a timedelta")
+    if isinstance(value, int):
+        if value <= 0:
+            raise InvalidArgumentError(parameter, value, "must be a positive number of minutes")
+        return value * 60
+    if not isinstance(value, str):
+        raise InvalidArgumentError(parameter, value, "must be 'HH:MM:SS', 'D-HH:MM:SS', minutes or a timedelta")
+    text = value.strip()
+    days = 0
+    if "-" in text:
+        day_text, _, text = text.partition("-")
+        if not day_text.isdigit():
+            raise InvalidArgumentError(parameter, value, "is not a duration like 'D-HH:MM:SS'")
+        days = int(day_text)
+        parts = text.split(":")
+        if not 1 <= len(parts) <= 3:
+            raise InvalidArgumentError(parameter, value, "is not a duration like 'D-HH:MM:SS'")
+        parts += ["0"] * (3 - len(parts))  # D-HH, D-HH:MM
+    else:
+        parts = text.split(":")
+        if len(parts) == 2:  # MM:SS
+            parts = ["0", *parts]
+        elif len(parts) != 3:
+            raise InvalidArgumentError(parameter, value, "is not a duration: use 'HH:MM:SS', 'D-HH:MM:SS' or 'MM:SS'")
+    if not all(p.isdigit() for p in parts):
+        raise InvalidArgumentError(parameter, value, "is not a duration: use 'HH:MM:SS', 'D-HH:MM:SS' or 'MM:SS'")
+    hours, minutes, seconds = (int(p) for p in parts)
+    if minutes >= 60 or seconds >= 60 or (days and hours >= 24):
+        raise InvalidArgumentError(parameter, value, "has a field out of range")
+    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise InvalidArgumentError(parameter, value, "must be positive")
+    return total
+
+
+def format_walltime(seconds: int) -> str:
+    """'HH:MM:SS' (hours may exceed 24)."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def check_name(value: Any, parameter: str = "name") -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise InvalidArgumentError(
+            parameter,
+            value,
+            "must be 1-128 characters of letters, digits, '_', '.', '+', '-', not starting with '.', '+' or '-'",
+        )
+    return value
+
+
+def check_subdir(value: Any) -> str | None:
+    """A job's folder name: one safe path component, never numeric (numbers are the default folders)."""
+    if value is None:
+        return None
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidArgumentError("job_subdir", value, "must be a string")
+    if "/" in value or "\\" in value or value in (".", "..") or value.startswith("."):
+        raise InvalidArgumentError("job_subdir", value, "must be a single folder name inside jobs_dir (no '/', '..')")
+    check_name(value, "job_subdir")
+    if value.isdigit():
+        raise InvalidArgumentError("job_subdir", value, "must not be all digits (reserved for default job folders)")
+    if value in RESERVED_SUBDIRS:
+        raise InvalidArgumentError("job_subdir", value, "is reserved by housekeeper")
+    return value
+
+
+def default_name(command: str) -> str:
+    """A name derived from the command's first word (e.g. 'python' -> 'python')."""
+    first = command.strip().split()[0] if command.strip() else "job"
+    base = re.sub(r"[^A-Za-z0-9_.+-]", "_", os.path.basename(first)).lstrip(".+-")[:64]
+    return base or "job"
+
+
+def _check_ids(parameter: str, value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidArgumentError(parameter, value, "must be a list of job ids returned by submit()")
+    ids: list[int] = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise InvalidArgumentError(parameter, value, f"contains {item!r}, which is not a job id")
+        if item not in ids:
+            ids.append(item)
+    return tuple(ids)
+
+
+def _check_env(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgumentError("env", value, "must be a dict of variable name to value")
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not _ENV_KEY_RE.match(key):
+            raise InvalidArgumentError("env", value, f"key {key!r} is not a valid environment variable name")
+        if isinstance(item, bool) or not isinstance(item, (str, int, float, Path)):
+            raise InvalidArgumentError("env", value, f"value of {key!r} must be a string or a number")
+        text = str(item)
+        if "\0" in text:
+            raise InvalidArgumentError("env", value, f"value of {key!r} contains a NUL byte")
+        env[key] = text
+    return env
+
+
+def _check_files(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, Path)):
+        value = [value]
+    if not isinstance(value, Iterable):
+        raise InvalidArgumentError("expected_files", value, "must be a list of paths")
+    files: list[str] = []
+    for item in value:
+        if not isinstance(item, (str, Path)) or not str(item) or "\0" in str(item) or "\n" in str(item):
+            raise InvalidArgumentError("expected_files", value, f"contains {item!r}, which is not a usable path")
+        files.append(str(item))
+    return tuple(files)
+
+
+def build_spec(
+    *,
+    command: Any,
+    name: Any,
+    job_subdir: Any,
+    nodes: Any,
+    cpus: Any,
+    gpus: Any,
+    memory: Any,
+    walltime: Any,
+    queue: Any,
+    account: Any,
+    expected_files: Any,
+    after_ok: Any,
+    after_fail: Any,
+    after_any: Any,
+    max_retries: Any,
+    env: Any,
+    workdir: Any,
+) -> JobSpec:
+    """Validate every submit() argument; raises InvalidArgumentError naming the first bad one."""
+    if not isinstance(command, str) or not command.strip():
+        raise InvalidArgumentError("command", command, "must be a non-empty string")
+    if "\0" in command:
+        raise InvalidArgumentError("command", command, "contains a NUL byte")
+    name = default_name(command) if name is None else check_name(name)
+    subdir = check_subdir(job_subdir)
+    if queue is not None and (not isinstance(queue, str) or not _QUEUE_RE.match(queue)):
+        raise InvalidArgumentError("queue", queue, "must be a queue/partition name (letters, digits, '_.+-,')")
+    if account is not None and (not isinstance(account, str) or not _ACCOUNT_RE.match(account)):
+        raise InvalidArgumentError("account", account, "must be an account name (letters, digits, '_.@+-')")
+    if workdir is None:
+        workdir_path = os.getcwd()
+    elif isinstance(workdir, (str, Path)) and str(workdir) and "\0" not in str(workdir) and "\n" not in str(workdir):
+        workdir_path = os.path.abspath(str(workdir))
+    else:
+        raise InvalidArgumentError("workdir", workdir, "must be a directory path")
+    if not os.path.isdir(workdir_path):
+        raise InvalidArgumentError("workdir", workdir, "is not an existing directory")
+    resources = Resources(
+        nodes=_check_int("nodes", nodes, 1),
+        cpus=_check_int("cpus", cpus, 1),
+        gpus=_check_int("gpus", gpus, 0),
+        memory_mb=parse_memory(memory),
+        walltime_s=parse_walltime(walltime),
+        queue=queue,
+        account=account,
+    )
+    return JobSpec(
+        command=command,
+        name=name,
+        job_subdir=subdir,
+        resources=resources,
+        workdir=workdir_path,
+        expected_files=_check_files(expected_files),
+        after_ok=_check_ids("after_ok", after_ok),
+        after_fail=_check_ids("after_fail", after_fail),
+        after_any=_check_ids("after_any", after_any),
+        max_retries=_check_int("max_retries", max_retries, 0),
+        env=_check_env(env),
+    )

@@ -1,0 +1,495 @@
+"""SQLite store in WAL mode: schema, migrations, batched writes, and the one gatekeeper
+through which every change of a job's state passes."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import msgspec
+
+from .errors import StateError
+from .models import ACTIVE_NAMES, TERMINAL_NAMES, JobStatus
+
+log = logging.getLogger("housekeeper")
+
+SCHEMA_VERSION = 1
+APP_ID = "housekeeper"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    command TEXT NOT NULL,
+    job_subdir TEXT NOT NULL UNIQUE,
+    dedup_key TEXT NOT NULL UNIQUE,
+    workdir TEXT NOT NULL,
+    nodes INTEGER NOT NULL,
+    cpus INTEGER NOT NULL,
+    gpus INTEGER NOT NULL,
+    memory_mb INTEGER,
+    walltime_s INTEGER,
+    queue TEXT,
+    account TEXT,
+    expected_files TEXT NOT NULL,
+    env TEXT NOT NULL,
+    max_retries INTEGER NOT NULL,
+    has_deps INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    attempt INTEGER NOT NULL,
+    scheduler_id TEXT,
+    native_state TEXT,
+    exit_code INTEGER,
+    signal INTEGER,
+    submission_id INTEGER,
+    created_at REAL NOT NULL,
+    submitted_at REAL,
+    started_at REAL,
+    ended_at REAL,
+    missing_since REAL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE INDEX IF NOT EXISTS jobs_scheduler_id ON jobs(scheduler_id);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    scheduler_id TEXT,
+    submission_id INTEGER,
+    status TEXT NOT NULL,
+    reason TEXT,
+    native_state TEXT,
+    exit_code INTEGER,
+    signal INTEGER,
+    submitted_at REAL,
+    started_at REAL,
+    ended_at REAL,
+    detail TEXT,
+    PRIMARY KEY (job_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS deps (
+    job_id INTEGER NOT NULL,
+    parent_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    PRIMARY KEY (job_id, parent_id, kind)
+);
+CREATE INDEX IF NOT EXISTS deps_parent ON deps(parent_id);
+CREATE TABLE IF NOT EXISTS events (
+    event_id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    at REAL NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id);
+CREATE TABLE IF NOT EXISTS submissions (
+    submission_id INTEGER PRIMARY KEY,
+    token TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    base_id TEXT,
+    n_jobs INTEGER NOT NULL,
+    script TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS submissions_state ON submissions(state);
+"""
+
+# Columns of `jobs` in insert order (everything a new job carries).
+JOB_INSERT_COLUMNS = (
+    "job_id", "name", "command", "job_subdir", "dedup_key", "workdir", "nodes", "cpus", "gpus",
+    "memory_mb", "walltime_s", "queue", "account", "expected_files", "env", "max_retries",
+    "has_deps", "status", "attempt", "created_at", "updated_at",
+)  # fmt: skip
+
+_RANK = {"PENDING": 0, "QUEUED": 1, "RUNNING": 2, "COMPLETED": 3, "FAILED": 3, "CANCELLED": 3}
+
+
+class Update(msgspec.Struct, kw_only=True):
+    """A change to one job's current attempt, as decided by a poll or a verdict."""
+
+    job_id: int
+    attempt: int
+    status: str
+    reason: str | None = None
+    scheduler_id: str | None = None
+    native_state: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    detail: dict[str, Any] | None = None
+    note: str | None = None
+
+
+class Store:
+    """One connection per process (and thread); short IMMEDIATE transactions; readers never block."""
+
+    def __init__(self, path: str, *, create: bool = True) -> None:
+        self.path = path
+        self._local = threading.local()
+        exists = os.path.exists(path) and os.path.getsize(path) > 0
+        if not exists and not create:
+            raise StateError(f"no housekeeper database at {path}")
+        self._open_checked(exists)
+
+    # -- connection -------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=60000")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            log.warning("SQLite would not use WAL mode for %s (got %s)", self.path, mode)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = self._connect()
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+        return conn
+
+    def _open_checked(self, exists: bool) -> None:
+        try:
+            if exists:
+                with open(self.path, "rb") as handle:
+                    if handle.read(16) != b"SQLite format 3\x00":
+                        raise StateError(f"{self.path} is not a SQLite database; refusing to touch it")
+            conn = self.conn
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if exists and tables and "meta" not in tables:
+                raise StateError(f"{self.path} is a SQLite database of some other program; refusing to touch it")
+            if "meta" in tables:
+                meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+                if meta.get("app") != APP_ID:
+                    raise StateError(f"{self.path} is not a housekeeper database; refusing to touch it")
+                version = int(meta.get("schema_version", "0"))
+                if version > SCHEMA_VERSION:
+                    raise StateError(
+                        f"{self.path} was written by a newer housekeeper (schema {version} > {SCHEMA_VERSION}); upgrade"
+                    )
+                if version < SCHEMA_VERSION:
+                    self._migrate(version)
+                return
+            with self.transaction() as cur:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        cur.execute(statement)
+                cur.executemany(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
+                    [
+                        ("app", APP_ID),
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("next_job_id", "1"),
+                        ("created_at", str(time.time())),
+                    ],
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path} cannot be used as a housekeeper database: {exc}") from exc
+
+    def _migrate(self, version: int) -> None:
+        # Schema 1 is the first; later versions add their steps here, each in its own transaction.
+        raise StateError(f"{self.path} has unknown schema version {version}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """BEGIN IMMEDIATE ... COMMIT; a concurrent writer makes us wait (busy timeout), never fail."""
+        conn = self.conn
+        cur = conn.cursor()
+        for delay in (0.05, 0.2, 0.5, 1.0, 2.0, 5.0, None):
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or delay is None:
+                    raise
+                time.sleep(delay)
+        try:
+            yield cur
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            self._local.conn = None
+
+    # -- ids and inserts --------------------------------------------------------------
+    def reserve_ids(self, count: int) -> range:
+        with self.transaction() as cur:
+            first = int(cur.execute("SELECT value FROM meta WHERE key='next_job_id'").fetchone()[0])
+            cur.execute("UPDATE meta SET value=? WHERE key='next_job_id'", (str(first + count),))
+        return range(first, first + count)
+
+    def find_dedup(self, key: str) -> tuple[int, str] | None:
+        row = self.conn.execute("SELECT job_id, command FROM jobs WHERE dedup_key=?", (key,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def existing_ids(self, ids: Iterable[int]) -> set[int]:
+        wanted = list(set(ids))
+        found: set[int] = set()
+        for chunk in _chunks(wanted, 900):
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.conn.execute(f"SELECT job_id FROM jobs WHERE job_id IN ({marks})", chunk))
+        return found
+
+    def insert_jobs(self, rows: Sequence[tuple[Any, ...]], deps: Sequence[tuple[int, int, str]]) -> None:
+        """Insert new jobs (tuples in JOB_INSERT_COLUMNS order) and their dependencies in one transaction."""
+        if not rows:
+            return
+        cols = ",".join(JOB_INSERT_COLUMNS)
+        marks = ",".join("?" * len(JOB_INSERT_COLUMNS))
+        status_i = JOB_INSERT_COLUMNS.index("created_at")
+        with self.transaction() as cur:
+            cur.executemany(f"INSERT INTO jobs({cols}) VALUES ({marks})", rows)
+            cur.executemany(
+                "INSERT INTO attempts(job_id, attempt, status) VALUES (?, 1, 'PENDING')", [(r[0],) for r in rows]
+            )
+            cur.executemany(
+                "INSERT INTO events(job_id, attempt, at, status) VALUES (?, 1, ?, 'PENDING')",
+                [(r[0], r[status_i]) for r in rows],
+            )
+            if deps:
+                cur.executemany("INSERT OR IGNORE INTO deps(job_id, parent_id, kind) VALUES (?, ?, ?)", deps)
+
+    # -- reading ----------------------------------------------------------------------
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        cur = self.conn.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row))
+
+    def jobs_where(self, where: str = "1", params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cur = self.conn.execute(f"SELECT * FROM jobs WHERE {where}", params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+    def jobs_by_ids(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for chunk in _chunks(list(ids), 900):
+            out.extend(self.jobs_where(f"job_id IN ({','.join('?' * len(chunk))})", chunk))
+        return out
+
+    def attempts(self, job_id: int) -> list[dict[str, Any]]:
+        cur = self.conn.execute("SELECT * FROM attempts WHERE job_id=? ORDER BY attempt", (job_id,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+    def events(self, job_id: int) -> list[dict[str, Any]]:
+        cur = self.conn.execute("SELECT * FROM events WHERE job_id=? ORDER BY event_id", (job_id,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+    def parents(self, job_ids: Sequence[int]) -> dict[int, list[tuple[int, str]]]:
+        out: dict[int, list[tuple[int, str]]] = {}
+        for chunk in _chunks(list(job_ids), 900):
+            marks = ",".join("?" * len(chunk))
+            for job_id, parent_id, kind in self.conn.execute(
+                f"SELECT job_id, parent_id, kind FROM deps WHERE job_id IN ({marks})", chunk
+            ):
+                out.setdefault(job_id, []).append((parent_id, kind))
+        return out
+
+    def children(self, job_id: int) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT job_id FROM deps WHERE parent_id=?", (job_id,))]
+
+    def status_counts(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
+
+    def submissions_in_state(self, state: str) -> list[dict[str, Any]]:
+        cur = self.conn.execute("SELECT * FROM submissions WHERE state=?", (state,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+    # -- submissions (exactly once) ---------------------------------------------------
+    def claim(self, job_attempts: Sequence[tuple[int, int]], token: str, owner: str, script: str) -> int | None:
+        """Mark these (job, attempt) pairs as being submitted by us; None if another process got there first."""
+        with self.transaction() as cur:
+            for chunk in _chunks(list(job_attempts), 400):
+                clauses = " OR ".join("(job_id=? AND attempt=?)" for _ in chunk)
+                params = [v for pair in chunk for v in pair]
+                free = cur.execute(
+                    f"SELECT count(*) FROM jobs WHERE ({clauses}) AND status='PENDING' AND submission_id IS NULL",
+                    params,
+                ).fetchone()[0]
+                if free != len(chunk):
+                    return None
+            cur.execute(
+                "INSERT INTO submissions(token, owner, created_at, state, n_jobs, script) VALUES (?,?,?,?,?,?)",
+                (token, owner, time.time(), "claimed", len(job_attempts), script),
+            )
+            submission_id = int(cur.lastrowid or 0)
+            cur.executemany(
+                "UPDATE jobs SET submission_id=? WHERE job_id=? AND attempt=?",
+                [(submission_id, j, a) for j, a in job_attempts],
+            )
+            cur.executemany(
+                "UPDATE attempts SET submission_id=? WHERE job_id=? AND attempt=?",
+                [(submission_id, j, a) for j, a in job_attempts],
+            )
+        return submission_id
+
+    def release_claim(self, submission_id: int, error: str | None = None) -> None:
+        """Give the jobs of a claim back (nothing reached the scheduler)."""
+        with self.transaction() as cur:
+            cur.execute(
+                "UPDATE jobs SET submission_id=NULL WHERE submission_id=? AND status='PENDING'", (submission_id,)
+            )
+            cur.execute("UPDATE attempts SET submission_id=NULL WHERE submission_id=?", (submission_id,))
+            cur.execute("UPDATE submissions SET state='released', error=? WHERE submission_id=?", (error, submission_id))
+
+    def record_submitted(
+        self, submission_id: int, base_id: str, assigned: Sequence[tuple[int, int, str]], at: float
+    ) -> None:
+        """The scheduler accepted the claim: jobs move to QUEUED with their scheduler ids."""
+        with self.transaction() as cur:
+            cur.execute(
+                "UPDATE submissions SET state='submitted', base_id=? WHERE submission_id=?", (base_id, submission_id)
+            )
+            cur.executemany(
+                "UPDATE jobs SET status='QUEUED', scheduler_id=?, submitted_at=?, updated_at=?, missing_since=NULL"
+                " WHERE job_id=? AND attempt=? AND status='PENDING'",
+                [(sid, at, at, j, a) for j, a, sid in assigned],
+            )
+            cur.executemany(
+                "UPDATE attempts SET status='QUEUED', scheduler_id=?, submitted_at=? WHERE job_id=? AND attempt=?",
+                [(sid, at, j, a) for j, a, sid in assigned],
+            )
+            cur.executemany(
+                "INSERT INTO events(job_id, attempt, at, status, note) VALUES (?,?,?,'QUEUED',?)",
+                [(j, a, at, f"scheduler id {sid}") for j, a, sid in assigned],
+            )
+
+    # -- the gatekeeper ---------------------------------------------------------------
+    def apply(self, updates: Sequence[Update]) -> list[Update]:
+        """Apply state changes in one transaction; refuses moves backwards, changes of a finished
+        job and updates for an attempt that is no longer current. Returns the updates applied."""
+        if not updates:
+            return []
+        applied: list[Update] = []
+        now = time.time()
+        with self.transaction() as cur:
+            current: dict[int, tuple[str, int]] = {}
+            ids = list({u.job_id for u in updates})
+            for chunk in _chunks(ids, 900):
+                marks = ",".join("?" * len(chunk))
+                for job_id, status, attempt in cur.execute(
+                    f"SELECT job_id, status, attempt FROM jobs WHERE job_id IN ({marks})", chunk
+                ):
+                    current[job_id] = (status, attempt)
+            for update in updates:
+                state = current.get(update.job_id)
+                if state is None or state[1] != update.attempt:
+                    continue
+                old_status = state[0]
+                if old_status in TERMINAL_NAMES or _RANK[update.status] < _RANK[old_status]:
+                    continue
+                if update.status == old_status and update.status not in TERMINAL_NAMES:
+                    if update.started_at is None and update.scheduler_id is None:
+                        continue
+                applied.append(update)
+                current[update.job_id] = (update.status, update.attempt)
+            job_rows = [
+                (
+                    u.status, u.reason, u.scheduler_id, u.native_state, u.exit_code, u.signal,
+                    u.started_at, u.ended_at, now, u.job_id, u.attempt,
+                )  # fmt: skip
+                for u in applied
+            ]
+            cur.executemany(
+                "UPDATE jobs SET status=?, reason=?, scheduler_id=COALESCE(?, scheduler_id),"
+                " native_state=COALESCE(?, native_state), exit_code=?, signal=?,"
+                " started_at=COALESCE(?, started_at), ended_at=COALESCE(?, ended_at), updated_at=?,"
+                " missing_since=NULL WHERE job_id=? AND attempt=?",
+                job_rows,
+            )
+            cur.executemany(
+                "UPDATE attempts SET status=?, reason=?, scheduler_id=COALESCE(?, scheduler_id),"
+                " native_state=COALESCE(?, native_state), exit_code=?, signal=?,"
+                " started_at=COALESCE(?, started_at), ended_at=COALESCE(?, ended_at), detail=COALESCE(?, detail)"
+                " WHERE job_id=? AND attempt=?",
+                [
+                    (
+                        u.status, u.reason, u.scheduler_id, u.native_state, u.exit_code, u.signal,
+                        u.started_at, u.ended_at, json.dumps(u.detail) if u.detail is not None else None,
+                        u.job_id, u.attempt,
+                    )  # fmt: skip
+                    for u in applied
+                ],
+            )
+            cur.executemany(
+                "INSERT INTO events(job_id, attempt, at, status, reason, note) VALUES (?,?,?,?,?,?)",
+                [(u.job_id, u.attempt, now, u.status, u.reason, u.note) for u in applied],
+            )
+        return applied
+
+    def mark_missing(self, job_ids: Sequence[int], at: float) -> None:
+        """Remember when an active job was first not found anywhere (for `lost`)."""
+        with self.transaction() as cur:
+            cur.executemany(
+                "UPDATE jobs SET missing_since=? WHERE job_id=? AND missing_since IS NULL", [(at, j) for j in job_ids]
+            )
+
+    def new_attempt(self, job_id: int, from_attempt: int, note: str) -> bool:
+        """FAILED/CANCELLED attempt N -> PENDING attempt N+1, exactly once across processes."""
+        now = time.time()
+        with self.transaction() as cur:
+            cur.execute(
+                "UPDATE jobs SET status='PENDING', reason=NULL, attempt=attempt+1, scheduler_id=NULL,"
+                " native_state=NULL, exit_code=NULL, signal=NULL, submission_id=NULL, submitted_at=NULL,"
+                " started_at=NULL, ended_at=NULL, missing_since=NULL, updated_at=?"
+                " WHERE job_id=? AND attempt=? AND status IN ('FAILED', 'CANCELLED')",
+                (now, job_id, from_attempt),
+            )
+            if cur.rowcount != 1:
+                return False
+            cur.execute(
+                "INSERT INTO attempts(job_id, attempt, status) VALUES (?, ?, 'PENDING')", (job_id, from_attempt + 1)
+            )
+            cur.execute(
+                "INSERT INTO events(job_id, attempt, at, status, note) VALUES (?,?,?,'PENDING',?)",
+                (job_id, from_attempt + 1, now, note),
+            )
+        return True
+
+    def delete_jobs(self, job_ids: Sequence[int]) -> None:
+        with self.transaction() as cur:
+            for table in ("jobs", "attempts", "deps", "events"):
+                cur.executemany(f"DELETE FROM {table} WHERE job_id=?", [(j,) for j in job_ids])
+
+    def integrity_ok(self) -> bool:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def is_active(status: str) -> bool:
+    return status in ACTIVE_NAMES
+
+
+def is_terminal(status: str) -> bool:
+    return JobStatus(status).is_terminal
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
