@@ -48,3 +48,75 @@ def job_folders(jobs_dir: Path) -> list[str]:
 
 
 os.environ.setdefault("HOUSEKEEPER_TEST", "1")
+
+
+# ---------------------------------------------------------------- the live SLURM cluster
+CLUSTER_DIR = Path(__file__).parent / "cluster"
+SLURM_DIR = Path(os.environ.get("HK_SLURM_DIR", "/tmp/hk-slurm"))
+
+
+def _slurm_problem() -> str | None:
+    """Why the live cluster can't be used here, or None when it answers."""
+    import shutil
+    import subprocess
+
+    if not os.environ.get("SLURM_CONF") and (SLURM_DIR / "slurm.conf").exists():
+        os.environ["SLURM_CONF"] = str(SLURM_DIR / "slurm.conf")
+    if shutil.which("squeue") is None:
+        return "no SLURM client commands on this machine (run: bash tests/cluster/slurm-up.sh as root)"
+    try:
+        proc = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "squeue did not answer within 30 s"
+    if proc.returncode != 0:
+        return f"squeue failed: {proc.stderr.strip()} (bring the cluster up: bash tests/cluster/slurm-up.sh)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Path:
+    problem = _slurm_problem()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the live SLURM tests must run in CI, but {problem}")
+        pytest.skip(problem)
+    return SLURM_DIR
+
+
+def cluster_script(*args: str) -> None:
+    import subprocess
+
+    proc = subprocess.run(["bash", str(CLUSTER_DIR / "slurm-up.sh"), *args], capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"slurm-up.sh {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def clean_queue() -> None:
+    """Cancel every job left in the queue, so nothing stuck blocks the next test."""
+    import subprocess
+    import time
+
+    subprocess.run(["scancel", "--user", os.environ.get("USER", "root") or "root"], capture_output=True, timeout=60)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=60).stdout
+        if not out.strip():
+            return
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module", params=["accounting", "no-accounting"])
+def slurm_mode(request: pytest.FixtureRequest, slurm_cluster: Path) -> Iterator[str]:
+    """Runs the tests that use it once with sacct answering and once with accounting off."""
+    cluster_script(f"--{request.param}")
+    yield request.param
+    if request.param != "accounting":
+        cluster_script("--accounting")
+
+
+@pytest.fixture
+def slurm(slurm_cluster: Path, workdir: Path) -> Iterator[Path]:
+    clean_queue()
+    yield workdir
+    clean_queue()

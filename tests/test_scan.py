@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from housekeeper import _scan_py, scan
@@ -284,21 +284,21 @@ REAL_WHITELIST = [
 # (line, first default pattern it contains or None, the REAL_WHITELIST entry excusing it or None)
 REAL_LINES = [
     # warnings and noise
-    ("/opt/conda/lib/python3.11/site-packages/pandas/core/tools/datetimes.py:1047: FutureWarning: "
-     "errors='ignore' is deprecated and will raise in a future version.", "error", "FutureWarning"),
-    ("/work/run.py:12: DeprecationWarning: datetime.datetime.utcnow() is deprecated and scheduled "
-     "for removal in a future version.", None, None),
+    (("/opt/conda/lib/python3.11/site-packages/pandas/core/tools/datetimes.py:1047: FutureWarning: "
+     "errors='ignore' is deprecated and will raise in a future version."), "error", "FutureWarning"),
+    (("/work/run.py:12: DeprecationWarning: datetime.datetime.utcnow() is deprecated and scheduled "
+     "for removal in a future version."), None, None),
     ("/work/lib/io.py:88: DeprecationWarning: Exception chaining via __context__ will change",
      "exception", "DeprecationWarning"),
     ("WARNING: Leap second table TAI_UTC seems out-of-date [astropy.utils.iers.iers]", None, None),
     ("ERROR: Leap second table TAI_UTC seems out-of-date; could not download a newer one",
      "error", LEAP),
-    ("gpu01:12345:12345 [0] NCCL INFO NET/Plugin: No plugin found (libnccl-net.so), using internal "
-     "implementation", None, None),
+    (("gpu01:12345:12345 [0] NCCL INFO NET/Plugin: No plugin found (libnccl-net.so), using internal "
+     "implementation"), None, None),
     ("gpu01:12345:12399 [0] NCCL INFO NET/IB : No device found. Error ignored, using NET/Socket",
      "error", "NCCL INFO"),
-    ("[node02:31337] mca_base_component_repository_open: unable to open mca_btl_openib: "
-     "librdmacm.so.1: cannot open shared object file: No such file or directory (ignored)", None, None),
+    (("[node02:31337] mca_base_component_repository_open: unable to open mca_btl_openib: "
+     "librdmacm.so.1: cannot open shared object file: No such file or directory (ignored)"), None, None),
     ("WARNING: There was an error initializing an OpenFabrics device.", "error", "OpenFabrics device"),
     ("Build finished: 0 errors, 0 warnings", "error", "0 errors, 0 warnings"),
     ("nvcc: 0 errors, 0 warnings generated.", "error", "0 errors, 0 warnings"),
@@ -310,8 +310,8 @@ REAL_LINES = [
     ("MPI_ABORT was invoked on rank 3 in communicator MPI_COMM_WORLD with errorcode 1.", "error", None),
     ("slurmstepd: error: *** JOB 123 ON node1 CANCELLED AT 2024-01-01T00:00:00 DUE TO TIME LIMIT ***",
      "error", None),
-    ("slurmstepd: error: Detected 1 oom-kill event(s) in StepId=123.batch. Some of your processes "
-     "may have been killed by the cgroup out-of-memory handler.", "error", None),
+    (("slurmstepd: error: Detected 1 oom-kill event(s) in StepId=123.batch. Some of your processes "
+     "may have been killed by the cgroup out-of-memory handler."), "error", None),
     ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "error", None),
     ("/var/spool/slurmd/job123/slurm_script: line 5: 4242 Killed   python train.py", "killed", None),
     ("thread 'main' panicked at src/main.rs:2:5: index out of bounds", "panic", None),
@@ -435,7 +435,7 @@ whitelists = st.lists(
     max_size=4,
 )
 
-SETTINGS = settings(max_examples=300, deadline=None,
+SETTINGS = settings(max_examples=int(os.environ.get("HOUSEKEEPER_HYPOTHESIS_EXAMPLES", "300")), deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
@@ -450,8 +450,8 @@ def test_implementations_agree_with_the_oracle(tmp_path, data, patterns, whiteli
     if _scan_c is None:
         pytest.fail("the compiled scanner housekeeper._scan is not built")
     path = write(tmp_path, data)
-    kwargs = dict(error_patterns=patterns, error_whitelist=whitelist, whitelist_threshold=threshold,
-                  complete=complete, max_lines=max_lines, max_text=max_text, chunk_size=chunk_size)
+    kwargs = {"error_patterns": patterns, "error_whitelist": whitelist, "whitelist_threshold": threshold,
+                  "complete": complete, "max_lines": max_lines, "max_text": max_text, "chunk_size": chunk_size}
     compiled = scan._scan_file(_scan_c, path, **kwargs)
     python = scan._scan_file(_scan_py, path, **kwargs)
     assert compiled == python
@@ -486,7 +486,8 @@ def test_incremental_scans_add_up(tmp_path, lines, chunk_size, split):
        chunk_size=st.sampled_from([1000, 4096, 65536]))
 def test_long_lines_agree(tmp_path, prefix, where, chunk_size):
     """Lines longer than a chunk, with the error anywhere, in both implementations."""
-    assume(_scan_c is not None)
+    if _scan_c is None:
+        pytest.fail("the compiled scanner housekeeper._scan is not built")
     filler = (b"\r[#####     ] 50% \xe2\x82\xac" * 400)[: prefix * 3]
     body = {"start": b"ERROR " + filler, "middle": filler + b" Error " + filler, "end": filler + b" eRRoR"}
     data = b"head\n" + body[where] + b"\r\nok\n" + filler + b"\nwarn fatal " + filler

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["scan_fd", "ScanTuple"]
+__all__ = ["ScanTuple", "scan_fd"]
 
 # (errors, excused, lines, pattern_indices, end_offset, end_line)
 ScanTuple = tuple[int, int, list[tuple[int, bytes]], list[int], int, int]
@@ -25,7 +25,7 @@ ScanTuple = tuple[int, int, list[tuple[int, bytes]], list[int], int, int]
 class _OpenLine:
     """The line being read: which needles it holds so far, and a bounded prefix."""
 
-    __slots__ = ("needles", "npat", "keep", "max_text", "prefix", "length", "tail", "found")
+    __slots__ = ("found", "keep", "length", "max_text", "needles", "npat", "prefix", "tail")
 
     def __init__(self, needles: list[bytes], npat: int, max_text: int) -> None:
         self.needles = needles

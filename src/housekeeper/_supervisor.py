@@ -98,6 +98,7 @@ def main(argv: list[str]) -> int:
             "scheduler_id": scheduler_id, "state": state, "exit_code": exit_code, "signal": sig,
             "started_at": started, "ended_at": ended, "cpu_time_s": usage.ru_utime + usage.ru_stime,
             "max_rss_mb": usage.ru_maxrss / 1024.0, "host": os.uname().nodename,
+            "comment": entry.get("comment"),
         },
     )  # fmt: skip
     try:

@@ -1,6 +1,7 @@
 """Backends: a scheduler dialect (pure) joined to the runner (I/O), and scheduler detection."""
 from __future__ import annotations
 
+import getpass
 import logging
 import shutil
 import time
@@ -91,6 +92,25 @@ class CommandBackend:
                     self._no_accounting_until = time.time() + _NO_ACCOUNTING_RECHECK
         return frame
 
+    def lookup(self, token: str, since: float) -> list[str] | None:
+        """Scheduler ids of the jobs submitted with this tag (array tasks in index order),
+        from the queue and, for jobs that already left it, from accounting. None when the
+        dialect cannot search by tag."""
+        dialect = self.dialect
+        if not (hasattr(dialect, "status_argv_all") and hasattr(dialect, "parse_status_details")):
+            return None
+        user = getpass.getuser()
+        result = self.runner.run(dialect.status_argv_all(user), classify=dialect.classify_error)
+        details = dialect.parse_status_details(result.stdout)
+        found = details.filter(pl.col("comment") == token)
+        if found.is_empty() and hasattr(dialect, "accounting_argv_all") and time.time() >= self._no_accounting_until:
+            argv = dialect.accounting_argv_all(user, since)
+            result = self.runner.run(argv, classify=dialect.classify_error, ok_kinds=frozenset({ErrorKind.NO_ACCOUNTING}))
+            if result.returncode == 0:
+                found = dialect.parse_accounting_details(result.stdout).filter(pl.col("comment") == token)
+        ids = found.get_column("scheduler_id").unique().to_list()
+        return sorted(ids, key=_task_order)
+
     def cancel(self, scheduler_ids: Sequence[str]) -> None:
         if scheduler_ids:
             self.runner.run(
@@ -98,6 +118,11 @@ class CommandBackend:
                 classify=self.dialect.classify_error,
                 ok_kinds=frozenset({ErrorKind.UNKNOWN_JOB}),
             )
+
+
+def _task_order(scheduler_id: str) -> tuple[int, int]:
+    base, _, index = scheduler_id.partition("_")
+    return (int(base) if base.isdigit() else 0, int(index) if index.isdigit() else -1)
 
 
 def _answers(argv: list[str], runner: Runner) -> bool:

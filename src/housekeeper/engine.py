@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import time
 import uuid
@@ -29,6 +30,13 @@ from .verdict import complete_record, decide, read_record
 log = logging.getLogger("housekeeper")
 
 DEP_NATIVE = {"ok": "afterok", "fail": "afternotok", "any": "afterany"}
+STALE_CLAIM_SECONDS = 600.0  # a claim this old is abandoned even if its owner's pid still exists
+
+
+def crash_point(name: str) -> None:
+    """Fault-injection hook for the tests: HOUSEKEEPER_CRASH_AT=<name> kills the driver here."""
+    if os.environ.get("HOUSEKEEPER_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Backend(Protocol):
@@ -43,6 +51,10 @@ class Backend(Protocol):
     def poll(self, scheduler_ids: Sequence[str]) -> pl.DataFrame: ...
 
     def cancel(self, scheduler_ids: Sequence[str]) -> None: ...
+
+    def lookup(self, token: str, since: float) -> list[str] | None:
+        """Scheduler ids of the jobs submitted with this tag (array tasks in index order);
+        [] when the scheduler has none; None when it cannot tell right now."""
 
 
 def dependency_state(kind: str, parent_status: str) -> bool | None:
@@ -86,6 +98,7 @@ class Engine:
     # ---------------------------------------------------------------------------- flush
     def flush(self) -> int:
         """Send every ready PENDING job to the scheduler; returns how many were sent."""
+        self.recover()
         total = 0
         for _ in range(100):  # waves: parents sent in one wave free their children for the next
             sent, progressed = self._flush_wave()
@@ -198,6 +211,7 @@ class Engine:
         submission_id = self.store.claim(pairs, token, self.owner, "")
         if submission_id is None:
             return 0  # another driver is submitting these
+        crash_point("after_claim")
         try:
             scripts = [self._write_job_script(job, deps, token) for job in jobs]
             if len(jobs) == 1:
@@ -225,6 +239,7 @@ class Engine:
             return self._submit_failed(submission_id, jobs, exc)
         if len(ids) != len(jobs):
             raise RuntimeError(f"scheduler returned {len(ids)} ids for {len(jobs)} jobs")
+        crash_point("after_submit")
         now = time.time()
         self.store.record_submitted(
             submission_id, ids[0].split("_")[0], [(j, a, sid) for (j, a), sid in zip(pairs, ids)], now
@@ -252,6 +267,59 @@ class Engine:
         ])  # fmt: skip
         log.error("submission refused by the scheduler: %s", message)
         return 0
+
+    # -------------------------------------------------------------------------- recover
+    def _owner_gone(self, submission: dict[str, Any]) -> bool:
+        host, _, pid = str(submission["owner"]).rpartition(":")
+        if time.time() - float(submission["created_at"]) > STALE_CLAIM_SECONDS:
+            return True
+        if host != socket.gethostname() or not pid.isdigit():
+            return False
+        if int(pid) == os.getpid():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def recover(self) -> int:
+        """Finish the submissions of drivers that died between claiming jobs and recording
+        what the scheduler answered: adopt what the scheduler has, release the rest.
+        Returns how many jobs were adopted."""
+        adopted = 0
+        for submission in self.store.submissions_in_state("claimed"):
+            if not self._owner_gone(submission):
+                continue
+            submission_id = submission["submission_id"]
+            jobs = self.store.jobs_where(
+                "submission_id=? AND status='PENDING' ORDER BY job_id", (submission_id,)
+            )
+            try:
+                found = self.backend.lookup(submission["token"], float(submission["created_at"]) - 60)
+            except SchedulerError as exc:
+                log.warning("cannot check submission %s yet: %s", submission["token"], exc)
+                continue
+            if found is None:
+                continue
+            if not found or not jobs:
+                self.store.release_claim(submission_id, "its driver died before the scheduler took it")
+                log.warning("driver %s died before submitting %d job(s); they will be submitted again",
+                            submission["owner"], len(jobs))  # fmt: skip
+                continue
+            if len(found) != len(jobs):
+                log.error("submission %s: the scheduler has %d jobs for %d claimed; leaving it for a human",
+                          submission["token"], len(found), len(jobs))  # fmt: skip
+                continue
+            self.store.record_submitted(
+                submission_id, found[0].split("_")[0],
+                [(j["job_id"], j["attempt"], sid) for j, sid in zip(jobs, found)], time.time(),
+            )  # fmt: skip
+            adopted += len(jobs)
+            log.warning("adopted %d job(s) submitted by a driver that died (%s)", len(jobs), submission["owner"])
+        return adopted
 
     # ----------------------------------------------------------------------------- poll
     def poll(self) -> list[Update]:

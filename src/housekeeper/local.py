@@ -125,7 +125,8 @@ class LocalBackend:
                 # The supervisor died without a record (killed, or the machine restarted).
                 _write_json(
                     self._path("done", entry["scheduler_id"]),
-                    {"scheduler_id": entry["scheduler_id"], "state": "LOST", "ended_at": time.time()},
+                    {"scheduler_id": entry["scheduler_id"], "state": "LOST", "ended_at": time.time(),
+                     "comment": entry.get("comment")},
                 )
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
@@ -212,13 +213,27 @@ class LocalBackend:
             if entry is not None:
                 _write_json(
                     self._path("done", scheduler_id),
-                    {"scheduler_id": scheduler_id, "state": "CANCELLED", "ended_at": time.time()},
+                    {"scheduler_id": scheduler_id, "state": "CANCELLED", "ended_at": time.time(),
+                     "comment": entry.get("comment")},
                 )
                 continue
             running = _read_json(self._path("running", scheduler_id))
             if running and running.get("pid") and _process_start(int(running["pid"])) == running.get("pid_start"):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(running["pid"]), signal.SIGTERM)
+
+    def lookup(self, token: str, since: float) -> list[str]:
+        """Local job ids submitted with this tag (each local submission is one job)."""
+        found: list[tuple[int, str]] = []
+        for where in ("queue", "running", "done"):
+            folder = os.path.join(self.state_dir, where)
+            for filename in os.listdir(folder):
+                if not filename.endswith(".json") or os.path.getmtime(os.path.join(folder, filename)) < since:
+                    continue
+                entry = _read_json(os.path.join(folder, filename))
+                if entry and entry.get("comment") == token:
+                    found.append((int(entry["scheduler_id"]), str(entry["scheduler_id"])))
+        return [sid for _, sid in sorted(set(found))]
 
     def wait_idle(self, timeout: float) -> None:
         """Reap our own supervisors (tests and clean shutdowns)."""

@@ -110,6 +110,28 @@ hk_wait() {
     done
 }
 
+# hk_wait_daemon TIMEOUT PIDFILE COMM CMD...: wait until CMD succeeds (0);
+# 1 on timeout; 2 as soon as the daemon is gone (its pid file never appeared
+# within 5 s, or its process died).
+hk_wait_daemon() {
+    local timeout=$1 pidfile=$2 comm=$3 end grace seen=0
+    shift 3
+    end=$((SECONDS + timeout))
+    grace=$((SECONDS + 5))
+    while true; do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        if hk_pid_alive "$pidfile" "$comm" >/dev/null; then
+            seen=1
+        elif ((seen || SECONDS >= grace)); then
+            # one more look: the daemon may have just replaced its pid file
+            sleep 0.3
+            hk_pid_alive "$pidfile" "$comm" >/dev/null || return 2
+        fi
+        ((SECONDS >= end)) && return 1
+        sleep 0.2
+    done
+}
+
 hk_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 hk_ctld_up() { scontrol ping 2>/dev/null | grep -q 'is UP'; }

@@ -40,6 +40,7 @@ done
 
 T0=$SECONDS
 HOST=$(hostname -s)
+NODE=${HK_SLURM_NODE_NAME:-$HOST}
 CPUS=${HK_SLURM_CPUS:-32}
 MEMORY=${HK_SLURM_MEMORY:-64000}
 [[ $CPUS =~ ^[1-9][0-9]*$ ]] || hk_die "HK_SLURM_CPUS must be a positive integer, got '$CPUS'"
@@ -80,6 +81,11 @@ install_packages() {
 }
 
 slurm_version() { slurmctld -V 2>/dev/null | awk '{print $2}'; }
+# version_ge X.Y: is the installed SLURM at least X.Y?
+version_ge() {
+    local have=${SLURM_VERSION%%-*} want=$1
+    [[ $(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n1) == "$want" ]]
+}
 
 # ---------------------------------------------------------------- config
 render() { # render TEMPLATE OUT [MODE]: fill in the @KEY@s; false when OUT is unchanged
@@ -88,6 +94,7 @@ render() { # render TEMPLATE OUT [MODE]: fill in the @KEY@s; false when OUT is u
     chmod "$mode" "$tmp"
     sed -e "s|@DIR@|$HK_SLURM_DIR|g" \
         -e "s|@HOST@|$HOST|g" \
+        -e "s|@NODE@|$NODE|g" \
         -e "s|@CLUSTER@|$HK_CLUSTER_NAME|g" \
         -e "s|@CTLD_PORT@|$HK_CTLD_PORT|g" \
         -e "s|@SLURMD_PORT@|$HK_SLURMD_PORT|g" \
@@ -102,6 +109,9 @@ render() { # render TEMPLATE OUT [MODE]: fill in the @KEY@s; false when OUT is u
         -e "s|@SCHED_PARAMS@|${SCHED_PARAMS:-}|g" \
         -e "s|@SELECT_PARAMS@|${SELECT_PARAMS:-}|g" \
         -e "s|@DEF_MEM_LINE@|${DEF_MEM_LINE:-}|g" \
+        -e "s|@PROCTRACK@|${PROCTRACK:-}|g" \
+        -e "s|@TASK_PLUGIN@|${TASK_PLUGIN:-}|g" \
+        -e "s|@JOBACCT_PARAMS_LINE@|${JOBACCT_PARAMS_LINE:-}|g" \
         "$HERE/$tmpl" >"$tmp"
     if [[ -f $out ]] && cmp -s "$tmp" "$out"; then
         rm -f "$tmp"
@@ -116,7 +126,25 @@ make_dirs() {
     chmod 755 "$HK_SLURM_DIR" "$HK_RUN" "$HK_LOG"
 }
 
-write_slurm_conf() { # returns 0 when slurm.conf changed
+# cgroup v1 memory enforcement (HK_SLURM_CGROUP=auto|1|0, default auto): on
+# when the v1 memory and freezer controllers are mounted and writable, unless an
+# earlier run found that slurmd cannot use them ($HK_SLURM_DIR/cgroup.disabled).
+CGROUP_OFF_MARK=$HK_SLURM_DIR/cgroup.disabled
+cgroup_v1_usable() {
+    local probe=/sys/fs/cgroup/memory/hk_probe_$$
+    [[ -f /sys/fs/cgroup/memory/memory.limit_in_bytes && -d /sys/fs/cgroup/freezer ]] || return 1
+    mkdir "$probe" 2>/dev/null || return 1
+    rmdir "$probe" 2>/dev/null || true
+}
+use_cgroup() {
+    case ${HK_SLURM_CGROUP:-auto} in
+    1 | yes | on | true) return 0 ;;
+    0 | no | off | false) return 1 ;;
+    *) [[ ! -e $CGROUP_OFF_MARK ]] && cgroup_v1_usable ;;
+    esac
+}
+
+write_slurm_conf() { # returns 0 when slurm.conf (or cgroup.conf) changed
     if [[ $MODE == accounting ]]; then
         ACCT_STORAGE=accounting_storage/slurmdbd
     else
@@ -130,8 +158,31 @@ write_slurm_conf() { # returns 0 when slurm.conf changed
     else
         DEF_MEM_LINE="# DefMemPerCPU not set: memory is not a consumable resource"
     fi
-    local rc=0
-    render slurm.conf.in "$HK_CONF" || rc=$?
+    local rc=1
+    if use_cgroup; then
+        CGROUP=1
+        PROCTRACK=proctrack/cgroup
+        TASK_PLUGIN=task/cgroup
+        # The cgroup enforces --mem; jobacct's own kill would race it.
+        JOBACCT_PARAMS_LINE="# JobAcctGatherParams: not set, the memory cgroup enforces --mem"
+        render cgroup.conf.in "$HK_SLURM_DIR/cgroup.conf" && rc=0
+    else
+        CGROUP=0
+        PROCTRACK=proctrack/linuxproc
+        TASK_PLUGIN=task/none
+        JOBACCT_PARAMS_LINE="JobAcctGatherParams=OverMemoryKill"
+        if version_ge 24.05; then
+            # From 24.05 slurmd initialises a cgroup plugin even with
+            # proctrack/linuxproc + task/none, and dies where there is no
+            # usable cgroup fs, unless told CgroupPlugin=disabled (a value
+            # 22.05 does not know).
+            render cgroup-disabled.conf.in "$HK_SLURM_DIR/cgroup.conf" && rc=0
+        elif [[ -e $HK_SLURM_DIR/cgroup.conf ]]; then
+            rm -f "$HK_SLURM_DIR/cgroup.conf"
+            rc=0
+        fi
+    fi
+    render slurm.conf.in "$HK_CONF" && rc=0
     chmod 644 "$HK_CONF"
     return $rc
 }
@@ -183,9 +234,10 @@ start_munge() {
         chown munge:munge /etc/munge/munge.key
         chmod 400 /etc/munge/munge.key
     fi
-    local running
-    running=$(pgrep -x munged || true)
-    if [[ -z $running ]]; then
+    local pid
+    if pid=$(hk_pid_alive /run/munge/munged.pid munged); then
+        hk_say "munged (pid $pid) is running but not answering yet; waiting"
+    else
         # A dead munged leaves its socket and lock behind; munged refuses them.
         rm -f /run/munge/munge.socket.2 /run/munge/munge.socket.2.lock /run/munge/munged.pid
         runuser -u munge -- munged </dev/null >>"$HK_LOG/munged-start.log" 2>&1 ||
@@ -232,8 +284,10 @@ start_mariadb() {
         daemon=$(command -v mariadbd || command -v mysqld)
         # mariadbd does not daemonise itself: detach it from this shell.
         setsid "$daemon" --defaults-file="$HK_MYSQL_CNF" </dev/null >>"$LOG_MYSQL" 2>&1 &
-        hk_wait 30 hk_mysql_admin ping || hk_die "mariadbd did not come up" "$LOG_MYSQL"
-        hk_wait 10 test -s "$PID_MYSQL" || true
+        local rc=0
+        hk_wait_daemon 60 "$PID_MYSQL" "$(basename "$daemon")" hk_mysql_admin ping || rc=$?
+        ((rc == 2)) && hk_die "mariadbd exited during startup" "$LOG_MYSQL"
+        ((rc == 0)) || hk_die "mariadbd did not answer within 60 s" "$LOG_MYSQL"
     fi
     hk_mysql <<EOF || hk_die "could not create the slurmdbd database user" "$LOG_MYSQL"
 CREATE DATABASE IF NOT EXISTS hk_slurm_acct_db;
@@ -255,14 +309,16 @@ start_slurmdbd() {
     fi
     chown root:root "$HK_DBD_CONF"
     chmod 600 "$HK_DBD_CONF"
-    if hk_pid_alive "$PID_DBD" slurmdbd >/dev/null; then
-        hk_wait 20 dbd_up || hk_die "slurmdbd is running but not listening on port $HK_DBD_PORT" "$LOG_DBD"
-        return 0
+    if ! hk_pid_alive "$PID_DBD" slurmdbd >/dev/null; then
+        # slurmdbd finds slurmdbd.conf next to $SLURM_CONF; it daemonises itself.
+        : >"$HK_LOG/slurmdbd-start.log"
+        slurmdbd </dev/null >>"$HK_LOG/slurmdbd-start.log" 2>&1 ||
+            hk_die "slurmdbd failed to start" "$HK_LOG/slurmdbd-start.log" "$LOG_DBD"
     fi
-    # slurmdbd finds slurmdbd.conf next to $SLURM_CONF; it daemonises itself.
-    slurmdbd </dev/null >>"$HK_LOG/slurmdbd-start.log" 2>&1 ||
-        hk_die "slurmdbd failed to start" "$HK_LOG/slurmdbd-start.log" "$LOG_DBD"
-    hk_wait 60 dbd_up || hk_die "slurmdbd did not come up (port $HK_DBD_PORT)" "$LOG_DBD" "$LOG_MYSQL"
+    local rc=0
+    hk_wait_daemon 60 "$PID_DBD" slurmdbd dbd_up || rc=$?
+    ((rc == 2)) && hk_die "slurmdbd exited during startup" "$HK_LOG/slurmdbd-start.log" "$LOG_DBD" "$LOG_MYSQL"
+    ((rc == 0)) || hk_die "slurmdbd did not listen on port $HK_DBD_PORT within 60 s" "$LOG_DBD" "$LOG_MYSQL"
 }
 
 setup_accounting_entities() { # needs slurm.conf in accounting mode and slurmdbd up
@@ -295,18 +351,26 @@ start_slurmctld() {
     : >"$HK_LOG/slurmctld-start.log"
     slurmctld -f "$HK_CONF" </dev/null >>"$HK_LOG/slurmctld-start.log" 2>&1 ||
         hk_die "slurmctld failed to start" "$HK_LOG/slurmctld-start.log" "$LOG_CTLD"
-    hk_wait 30 hk_ctld_up || hk_die "slurmctld did not come up" "$LOG_CTLD"
+    local rc=0
+    hk_wait_daemon 30 "$PID_CTLD" slurmctld hk_ctld_up || rc=$?
+    ((rc == 2)) && hk_die "slurmctld exited during startup" "$HK_LOG/slurmctld-start.log" "$LOG_CTLD"
+    ((rc == 0)) || hk_die "slurmctld did not answer 'scontrol ping' within 30 s" "$LOG_CTLD"
 }
 
 start_slurmd() {
     if ! hk_pid_alive "$PID_SLURMD" slurmd >/dev/null; then
         : >"$HK_LOG/slurmd-start.log"
-        slurmd -f "$HK_CONF" -N "$HOST" </dev/null >>"$HK_LOG/slurmd-start.log" 2>&1 ||
+        slurmd -f "$HK_CONF" -N "$NODE" </dev/null >>"$HK_LOG/slurmd-start.log" 2>&1 ||
             hk_die "slurmd failed to start" "$HK_LOG/slurmd-start.log" "$LOG_SLURMD"
     fi
+    local rc=0
+    hk_wait_daemon 30 "$PID_SLURMD" slurmd node_usable || rc=$?
+    ((rc == 2)) && hk_die "slurmd exited during startup (node $NODE never registered)" \
+        "$HK_LOG/slurmd-start.log" "$LOG_SLURMD"
+    return 0 # wait_node reports anything else
 }
 
-node_state() { sinfo -h -N -n "$HOST" -o '%T' 2>/dev/null | head -n1; }
+node_state() { sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n1; }
 
 node_usable() {
     local s
@@ -324,11 +388,11 @@ wait_node() {
         s=$(node_state)
         # Marked down/drained by an earlier run (not merely "not responding" = '*'):
         if [[ $s == down || $s == drained || $s == draining || $s == drain* || $s == fail* ]]; then
-            scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
+            scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
         fi
         sleep 0.2
     done
-    hk_die "node $HOST is not usable (state '$(node_state)'; reason: $(sinfo -h -N -n "$HOST" -o '%E' 2>/dev/null))" \
+    hk_die "node $NODE is not usable (state '$(node_state)'; reason: $(sinfo -h -N -n "$NODE" -o '%E' 2>/dev/null | head -n1))" \
         "$LOG_SLURMD" "$LOG_CTLD"
 }
 
@@ -375,11 +439,13 @@ stop_ctld_and_slurmd() {
 
 summary() {
     local cpus
-    cpus=$(sinfo -h -N -n "$HOST" -o '%c' 2>/dev/null | head -n1)
+    cpus=$(sinfo -h -N -n "$NODE" -o '%c' 2>/dev/null | head -n1)
     local mode_txt=$MODE
     [[ $MODE == none ]] && mode_txt=no-accounting
-    printf 'hk-slurm: UP mode=%s slurm=%s node=%s cpus=%s partitions=debug(default),short(5min) dir=%s (%ss)\n' \
-        "$mode_txt" "$SLURM_VERSION" "$HOST" "$cpus" "$HK_SLURM_DIR" "$((SECONDS - T0))"
+    local mem=linuxproc+OverMemoryKill
+    grep -q '^TaskPlugin=task/cgroup' "$HK_CONF" && mem=cgroup-v1
+    printf 'hk-slurm: UP mode=%s slurm=%s node=%s cpus=%s mem-enforcement=%s partitions=debug(default),short(5min) dir=%s (%ss)\n' \
+        "$mode_txt" "$SLURM_VERSION" "$NODE" "$cpus" "$mem" "$HK_SLURM_DIR" "$((SECONDS - T0))"
     printf 'export SLURM_CONF=%s\n' "$HK_CONF"
 }
 
@@ -449,12 +515,34 @@ else
 fi
 
 if ((conf_changed)); then
-    hk_say "slurm.conf (re)written (mode $MODE): restarting slurmctld and slurmd"
+    hk_say "slurm.conf (re)written (mode ${MODE/none/no-accounting}): restarting slurmctld and slurmd"
     stop_ctld_and_slurmd
 fi
-start_slurmctld
-start_slurmd
-wait_node
-id=$(check_job_runs)
-check_sacct "$id"
+
+bring_up() {
+    start_slurmctld
+    start_slurmd
+    wait_node
+    local id
+    id=$(check_job_runs)
+    check_sacct "$id"
+}
+
+if ((CGROUP)) && [[ ${HK_SLURM_CGROUP:-auto} == auto ]]; then
+    # Try with cgroups; if slurmd or the check job fails, fall back for good.
+    set +e
+    (set -e; bring_up)
+    rc=$?
+    set -e
+    if ((rc != 0)); then
+        hk_say "WARNING: the cluster did not work with cgroup v1 enforcement; falling back to" \
+            "proctrack/linuxproc + OverMemoryKill (remembered in $CGROUP_OFF_MARK)"
+        echo "cgroup mode failed on $(date) with SLURM $SLURM_VERSION" >"$CGROUP_OFF_MARK"
+        write_slurm_conf || true
+        stop_ctld_and_slurmd
+        bring_up
+    fi
+else
+    bring_up
+fi
 summary

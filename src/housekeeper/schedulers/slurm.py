@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+import operator
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -555,7 +556,9 @@ _ERROR_TABLE: tuple[tuple[str, ErrorKind], ...] = (
     ("accounting storage is disabled", ErrorKind.NO_ACCOUNTING),
     # squeue/scontrol/scancel on an id the controller does not know (any more)
     ("invalid job id specified", ErrorKind.UNKNOWN_JOB),
-    # scontrol release on a job that already ended: nothing left to release
+    # scontrol release on a job that already ended (seen live): nothing left to release
+    ("job has already finished", ErrorKind.UNKNOWN_JOB),
+    # the same for a job that is ending (ESLURM_ALREADY_DONE)
     ("already completing or completed", ErrorKind.UNKNOWN_JOB),
     # controller busy or unreachable: the job MAY have been created (ids seen skipped)
     ("socket timed out on send/recv operation", ErrorKind.TRANSIENT),
@@ -640,6 +643,7 @@ _SACCT_FIELDS = (
     "TotalCPU",
     "MaxRSS",  # on step rows only
     "NodeList",
+    "Reason",  # why it waited / was cancelled (kill-on-invalid-dep: "Dependency" here)
     "Comment",  # last: free text (stored only with AccountingStoreFlags=job_comment)
 )
 _SACCT_FORMAT = ",".join(_SACCT_FIELDS)
@@ -684,23 +688,28 @@ def _classify_row(
     slurm_reason: str | None,
     exit_code: int | None,
     signal: int | None,
-    unknown: dict[str, int],
+    started: bool,
 ) -> tuple[str | None, str | None, bool]:
     """(status, reason, never_runs) for one row; an unknown state gives a null status."""
     name = _normalise_state(native_state)
     entry = _STATE_TABLE.get(name)
     if entry is None:
-        unknown[name] = unknown.get(name, 0) + 1
         return None, None, False
     status, reason = entry
     if status is JobStatus.FAILED and name == "FAILED":
         reason = _failed_reason(exit_code, signal)
-    elif status is JobStatus.CANCELLED and slurm_reason == "DependencyNeverSatisfied":
-        # killed by --kill-on-invalid-dep, or cancelled while waiting on a failed parent
-        # (seen live: a scancel'd never-satisfiable job keeps this reason)
+    elif status is JobStatus.CANCELLED and not started and slurm_reason in _DEPENDENCY_REASONS:
+        # Seen live (22.05.8): a --kill-on-invalid-dep child is CANCELLED with reason
+        # DependencyNeverSatisfied in squeue but "Dependency" in sacct; a job scancel'd while
+        # never-satisfiable keeps DependencyNeverSatisfied in both. A job scancel'd while its
+        # parent still ran would also say "Dependency": the core knows its own cancels.
+        # Only for jobs that never started: sacct keeps a stale reason after a job ran.
         reason = Reason.DEPENDENCY_NEVER_SATISFIED
     pending = status is JobStatus.QUEUED and never_runs(slurm_reason, name)
     return status.value, (reason.value if reason else None), pending
+
+
+_DEPENDENCY_REASONS = frozenset({"DependencyNeverSatisfied", "Dependency"})
 
 
 def _failed_reason(exit_code: int | None, signal: int | None) -> Reason:
@@ -732,22 +741,11 @@ def _merge_rows(rows: dict[str, _Row], row: _Row) -> None:
     rows[row.scheduler_id] = row
 
 
-def _frame(rows: Iterable[_Row]) -> pl.DataFrame:
-    columns: dict[str, list[Any]] = {name: [] for name in STATUS_SCHEMA}
-    for row in rows:
-        for name, values in columns.items():
-            values.append(getattr(row, name))
-    if not columns["scheduler_id"]:
-        return empty_status_frame()
-    return pl.DataFrame(columns, schema=STATUS_SCHEMA)
-
-
-def _details_frame(rows: Iterable[_Row]) -> pl.DataFrame:
-    columns: dict[str, list[Any]] = {name: [] for name in DETAILS_SCHEMA}
-    for row in rows:
-        for name, values in columns.items():
-            values.append(getattr(row, name))
-    return pl.DataFrame(columns, schema=DETAILS_SCHEMA)
+def _frame(rows: Sequence[_Row], schema: dict[str, pl.DataType] = STATUS_SCHEMA) -> pl.DataFrame:
+    if not rows:
+        return pl.DataFrame(schema=schema) if schema is not STATUS_SCHEMA else empty_status_frame()
+    getter = operator.attrgetter(*schema)
+    return pl.DataFrame([getter(row) for row in rows], schema=schema, orient="row")
 
 
 def _task_keys(job_field: str, base: str | None) -> list[str] | None:
@@ -768,9 +766,46 @@ def _task_keys(job_field: str, base: str | None) -> list[str] | None:
     return [f"{base or array_base}_{i}" for i in indices]
 
 
+class _Memo:
+    """Per-parse caches: a million rows carry only a handful of distinct times and states."""
+
+    def __init__(self, utc: bool, unknown: dict[str, int]) -> None:
+        self.utc = utc
+        self.unknown = unknown
+        self._times: dict[str, float | None] = {}
+        self._rows: dict[tuple[Any, ...], tuple[str | None, str | None, bool]] = {}
+
+    def time(self, text: str) -> float | None:
+        try:
+            return self._times[text]
+        except KeyError:
+            value = self._times[text] = parse_slurm_time(text, utc=self.utc)
+            return value
+
+    def classify(
+        self,
+        state: str,
+        reason: str | None,
+        exit_code: int | None,
+        signal: int | None,
+        started: bool,
+    ) -> tuple[str | None, str | None, bool]:
+        key = (state, reason, exit_code, signal, started)
+        result = self._rows.get(key)
+        if result is None:
+            result = self._rows[key] = _classify_row(
+                state, reason, exit_code, signal, started=started
+            )
+        if result[0] is None:
+            name = _normalise_state(state)
+            self.unknown[name] = self.unknown.get(name, 0) + 1
+        return result
+
+
 def _parse_squeue(text: str, utc: bool) -> list[_Row]:
     rows: dict[str, _Row] = {}
     unknown: dict[str, int] = {}
+    memo = _Memo(utc, unknown)
     n_fields = len(_SQUEUE_FIELDS)
     for line in text.splitlines():
         if not line.strip():
@@ -787,9 +822,11 @@ def _parse_squeue(text: str, utc: bool) -> list[_Row]:
             continue
         exit_code, signal = _decode_wait_status(exit_raw)
         reason_text = _null(slurm_reason)
-        status, reason, stuck = _classify_row(state, reason_text, exit_code, signal, unknown)
-        terminal = status is not None and JobStatus(status) in _TERMINAL
         node = _null(nodes)
+        status, reason, stuck = memo.classify(
+            state, reason_text, exit_code, signal, node is not None
+        )
+        terminal = status is not None and JobStatus(status) in _TERMINAL
         # squeue's StartTime of a pending job is an estimate, EndTime of a running one the
         # expected end, and a job cancelled while pending shows start == end with no node
         ran = node is not None and status != JobStatus.QUEUED.value
@@ -807,11 +844,11 @@ def _parse_squeue(text: str, utc: bool) -> list[_Row]:
                     pending_reason=reason_text,
                     never_runs=stuck,
                     node=node,
-                    started_at=parse_slurm_time(start, utc=utc) if ran else None,
-                    ended_at=parse_slurm_time(end, utc=utc) if terminal else None,
+                    started_at=memo.time(start) if ran else None,
+                    ended_at=memo.time(end) if terminal else None,
                     raw_id=raw_id if len(keys) == 1 else None,
                     array_base_id=array_job if "_" in key else None,
-                    submitted_at=parse_slurm_time(submit, utc=utc),
+                    submitted_at=memo.time(submit),
                     comment=_null(comment),
                 ),
             )
@@ -844,10 +881,11 @@ def _parse_sacct(text: str, utc: bool, submitted_after: float | None) -> list[_R
     # Pass 2: one row per job or task, steps folded in.
     rows: dict[str, _Row] = {}
     unknown: dict[str, int] = {}
+    memo = _Memo(utc, unknown)
     for job_key, fields in jobs.items():
         (_jid, raw_id, state, exit_text, _derived, submit, start, end, elapsed, total_cpu,
-         _max_rss, nodes, comment) = fields
-        submitted_at = parse_slurm_time(submit, utc=utc)
+         _max_rss, nodes, slurm_reason, comment) = fields
+        submitted_at = memo.time(submit)
         if submitted_after is not None and submitted_at is not None and submitted_at < submitted_after:
             log.debug("slurm: ignoring sacct record %s submitted before the guard", job_key)
             continue
@@ -857,7 +895,11 @@ def _parse_sacct(text: str, utc: bool, submitted_after: float | None) -> list[_R
             continue
         step_rows = steps.get(job_key, [])
         exit_code, signal = parse_exit_pair(exit_text)
-        status, reason, _ = _classify_row(state, None, exit_code, signal, unknown)
+        reason_text = _null(slurm_reason)
+        started_at = memo.time(start)
+        status, reason, stuck = memo.classify(
+            state, reason_text, exit_code, signal, started_at is not None
+        )
         if status == JobStatus.FAILED.value and any(
             _normalise_state(s[2]) == "OUT_OF_MEMORY" for s in step_rows
         ):
@@ -881,12 +923,11 @@ def _parse_sacct(text: str, utc: bool, submitted_after: float | None) -> list[_R
                     reason=reason,
                     exit_code=exit_code if terminal else None,
                     signal=signal if terminal else None,
-                    pending_reason=None,
-                    never_runs=status == JobStatus.QUEUED.value
-                    and _normalise_state(state) in _HELD_STATES,
+                    pending_reason=reason_text,
+                    never_runs=stuck,
                     node=_null(nodes),
-                    started_at=parse_slurm_time(start, utc=utc),
-                    ended_at=parse_slurm_time(end, utc=utc) if terminal else None,
+                    started_at=started_at,
+                    ended_at=memo.time(end) if terminal else None,
                     elapsed_s=parse_slurm_duration(elapsed),
                     cpu_time_s=cpu,
                     max_rss_mb=max(rss_known) if rss_known else None,
@@ -1116,7 +1157,7 @@ class SlurmDialect:
 
     def parse_status_details(self, text: str) -> pl.DataFrame:
         """squeue text -> DETAILS_SCHEMA (raw id, submit time, comment) for the core's guards."""
-        return _details_frame(_parse_squeue(text, self.pin_env))
+        return _frame(_parse_squeue(text, self.pin_env), DETAILS_SCHEMA)
 
     # -- accounting --------------------------------------------------------------------
 
@@ -1161,7 +1202,7 @@ class SlurmDialect:
 
     def parse_accounting_details(self, text: str) -> pl.DataFrame:
         """sacct text -> DETAILS_SCHEMA (raw id, submit time, comment)."""
-        return _details_frame(_parse_sacct(text, self.pin_env, None))
+        return _frame(_parse_sacct(text, self.pin_env, None), DETAILS_SCHEMA)
 
     # -- control -----------------------------------------------------------------------
 
