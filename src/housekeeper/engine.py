@@ -25,7 +25,7 @@ from .errors import SchedulerError
 from .models import ExitRecord, JobStatus, Reason, Resources
 from .schedulers.base import ErrorKind, SubmitRequest
 from .store import Store, Update
-from .verdict import complete_record, decide, read_record
+from .verdict import complete_record, decide, read_record, read_running
 
 log = logging.getLogger("housekeeper")
 
@@ -48,7 +48,11 @@ class Backend(Protocol):
 
     def submit(self, req: SubmitRequest) -> list[str]: ...
 
-    def poll(self, scheduler_ids: Sequence[str]) -> pl.DataFrame: ...
+    def poll(
+        self, scheduler_ids: Sequence[str], since: float | None = None, folders: dict[str, str] | None = None
+    ) -> pl.DataFrame:
+        """One status frame for these ids. `since`: earliest submission (recycled-id guard);
+        `folders`: each id's job folder (its running.json names the scheduler's own ids)."""
 
     def cancel(self, scheduler_ids: Sequence[str]) -> None: ...
 
@@ -328,7 +332,9 @@ class Engine:
         applied: list[Update] = []
         if active:
             try:
-                frame = self.backend.poll([j["scheduler_id"] for j in active])
+                since = min(j["submitted_at"] or time.time() for j in active) - 300
+                folders = {j["scheduler_id"]: jobscript.job_dir(self.jobs_dir, j["job_subdir"]) for j in active}
+                frame = self.backend.poll(list(folders), since=since, folders=folders)
             except SchedulerError as exc:
                 if not exc.transient:
                     raise
@@ -362,6 +368,15 @@ class Engine:
                 continue  # fmt: skip
             record = read_record(folder, job["attempt"])
             if record is None and sched is None:
+                marker = read_running(folder, job["attempt"])
+                limit = (job["walltime_s"] or float("inf")) + self.lost_after
+                if marker is not None and now - float(marker.get("started_at") or now) > limit:
+                    marker = None  # past its wall time and still no exit record: not alive any more
+                if marker is not None:  # it started and has not ended: alive, whatever the queue says
+                    if job["status"] != "RUNNING" or job["missing_since"] is not None:
+                        updates.append(Update(job_id=job["job_id"], attempt=job["attempt"], status="RUNNING",
+                                              started_at=marker.get("started_at"), note="seen running by its marker"))
+                    continue  # fmt: skip
                 if job["missing_since"] is None:
                     missing.append(job["job_id"])
                 elif now - job["missing_since"] > self.lost_after:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 HK_DIR = ".housekeeper"
 STATUS_FILE = "status.json"
+RUNNING_FILE = "running.json"  # written when the job starts: its scheduler ids, host, start time
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +41,7 @@ def attempt_file(folder: str, filename: str, attempt: int) -> str:
 
 def rotate_attempt_files(folder: str, finished_attempt: int) -> None:
     """Keep attempt N's logs and exit record beside the folder as `stdout.N.log` etc."""
-    for filename in (STDOUT, STDERR, STATUS_FILE):
+    for filename in (STDOUT, STDERR, STATUS_FILE, RUNNING_FILE):
         current = os.path.join(folder, filename)
         target = attempt_file(folder, filename, finished_attempt)
         if os.path.exists(current) and not os.path.exists(target):
@@ -79,6 +80,13 @@ def render_job_script(
     lines += [f"export {key}={q(value)}" for key, value in env.items()]
     lines += [
         "hk_started=$(date +%s.%N)",
+        # What the scheduler calls this run of the job (array tasks under SLURM: base_index).
+        'hk_sid=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}',
+        'hk_sid=${hk_sid:-${SLURM_JOB_ID:-${PBS_JOBID:-${HK_LOCAL_ID:-}}}}',
+        "printf '{\"job_id\":%s,\"attempt\":%s,\"scheduler_id\":\"%s\",\"raw_id\":\"%s\","
+        "\"host\":\"%s\",\"started_at\":%s}\\n' \\",
+        '  "$HK_JOB_ID" "$HK_ATTEMPT" "$hk_sid" "${SLURM_JOB_ID:-${PBS_JOBID:-}}" "$(hostname)" "$hk_started" \\',
+        '  > "$HK_JOB_DIR/.running.json.tmp" && mv -f "$HK_JOB_DIR/.running.json.tmp" "$HK_JOB_DIR/running.json"',
         "hk_term=0",
         # The scheduler signals the whole job at its time limit or on cancel: note it and let
         # the finisher record what happened (bash runs the trap once the command has ended).

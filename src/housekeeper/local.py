@@ -173,7 +173,9 @@ class LocalBackend:
             _write_json(running_path, entry)
 
     # -- queries ------------------------------------------------------------------------
-    def poll(self, scheduler_ids: Sequence[str]) -> pl.DataFrame:
+    def poll(
+        self, scheduler_ids: Sequence[str], since: float | None = None, folders: dict[str, str] | None = None
+    ) -> pl.DataFrame:
         self.schedule()
         rows: list[dict[str, Any]] = []
         for scheduler_id in scheduler_ids:

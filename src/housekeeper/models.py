@@ -44,7 +44,7 @@ class Reason(str, enum.Enum):
     DEPENDENCY_NEVER_SATISFIED = "dependency_never_satisfied"
     CANCELLED_BY_USER = "cancelled_by_user"
     LOST = "lost"
-    SCHEDULER_ERROR = "scheduler_error"  # the scheduler failed the job for its own reasons (boot fail, deadline, ...)
+    SCHEDULER_ERROR = "scheduler_error"  # the scheduler failed the job for its own reasons (deadline, ...)
 
     def __str__(self) -> str:
         return self.value

@@ -47,7 +47,7 @@ class Runner:
         self.calls: collections.Counter[str] = collections.Counter()
 
     def _once(self, argv: Sequence[str]) -> CommandResult:
-        self.calls[os.path.basename(argv[0])] += 1
+        self.calls[program_name(argv)] += 1
         start = time.monotonic()
         try:
             proc = subprocess.run(
@@ -94,6 +94,14 @@ class Runner:
                 log.warning("%s; retrying", error)
             self.sleep(self.backoff[min(attempt, len(self.backoff) - 1)])
             attempt += 1
+
+
+def program_name(argv: Sequence[str]) -> str:
+    """The program an argv runs, looking through an `env VAR=value ...` prefix."""
+    items = list(argv)
+    if items and os.path.basename(items[0]) == "env":
+        items = [a for a in items[1:] if "=" not in a or a.startswith("-")]
+    return os.path.basename(items[0]) if items else ""
 
 
 def _text(value: object) -> str:

@@ -41,6 +41,18 @@ def read_record(folder: str, attempt: int) -> ExitRecord | None:
     return record if record.attempt == attempt else None
 
 
+def read_running(folder: str, attempt: int) -> dict[str, Any] | None:
+    """The start marker of this attempt (written by the batch script when it starts), or None."""
+    try:
+        with open(os.path.join(folder, "running.json"), "rb") as handle:
+            marker = msgspec.json.decode(handle.read())
+    except (OSError, msgspec.DecodeError):
+        return None
+    if not isinstance(marker, dict) or marker.get("attempt") != attempt:
+        return None
+    return marker
+
+
 def complete_record(record: ExitRecord, folder: str, workdir: str, expected: list[str], rules: Rules) -> ExitRecord:
     """Do the checks the job could not do itself (no Python on the node, or no record at all)."""
     if record.checked:

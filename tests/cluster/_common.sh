@@ -37,6 +37,17 @@ LOG_MUNGE=/var/log/munge/munged.log
 
 export SLURM_CONF=$HK_CONF
 
+# hk_lock: serialise slurm-up.sh / slurm-down.sh runs on the same folder (fd 9;
+# every daemon is started with 9>&- so that none of them inherits the lock).
+hk_lock() {
+    mkdir -p "$HK_SLURM_DIR"
+    exec 9>"$HK_SLURM_DIR/.lock"
+    if ! flock -n 9; then
+        hk_say "another slurm-up.sh/slurm-down.sh is working on $HK_SLURM_DIR; waiting for it"
+        flock -w 600 9 || hk_die "gave up waiting for the lock on $HK_SLURM_DIR/.lock"
+    fi
+}
+
 hk_say() { printf 'hk-slurm: %s\n' "$*" >&2; }
 
 # hk_die MESSAGE [LOGFILE...]: print the message and the tail of each log, exit 1.

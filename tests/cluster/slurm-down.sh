@@ -25,6 +25,7 @@ if [[ ! -d $HK_SLURM_DIR ]]; then
     hk_say "nothing to stop ($HK_SLURM_DIR does not exist)"
     exit 0
 fi
+hk_lock
 
 # Jobs first, so that no slurmstepd outlives slurmd.
 if [[ -f $HK_CONF ]] && hk_pid_alive "$PID_CTLD" slurmctld >/dev/null && hk_ctld_up; then

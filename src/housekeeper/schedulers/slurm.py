@@ -29,9 +29,10 @@ import msgspec
 import polars as pl
 
 from ..models import JobStatus, Reason
-from .base import STATUS_SCHEMA, ErrorKind, SubmitRequest, empty_status_frame
+from .base import STATUS_SCHEMA, ErrorKind, SubmitRequest
 
 __all__ = [
+    "DETAILS_SCHEMA",
     "DIALECT",
     "MAX_ID_ARG_CHARS",
     "MAX_STATUS_BASE_IDS",
@@ -743,9 +744,10 @@ def _merge_rows(rows: dict[str, _Row], row: _Row) -> None:
 
 def _frame(rows: Sequence[_Row], schema: dict[str, pl.DataType] = STATUS_SCHEMA) -> pl.DataFrame:
     if not rows:
-        return pl.DataFrame(schema=schema) if schema is not STATUS_SCHEMA else empty_status_frame()
+        return pl.DataFrame(schema=schema)
     getter = operator.attrgetter(*schema)
-    return pl.DataFrame([getter(row) for row in rows], schema=schema, orient="row")
+    columns = zip(*map(getter, rows))  # polars builds columns much faster than rows
+    return pl.DataFrame(dict(zip(schema, map(list, columns))), schema=schema)
 
 
 def _task_keys(job_field: str, base: str | None) -> list[str] | None:
@@ -773,6 +775,8 @@ class _Memo:
         self.utc = utc
         self.unknown = unknown
         self._times: dict[str, float | None] = {}
+        self._durations: dict[str, float | None] = {}
+        self._sizes: dict[str, float | None] = {}
         self._rows: dict[tuple[Any, ...], tuple[str | None, str | None, bool]] = {}
 
     def time(self, text: str) -> float | None:
@@ -780,6 +784,20 @@ class _Memo:
             return self._times[text]
         except KeyError:
             value = self._times[text] = parse_slurm_time(text, utc=self.utc)
+            return value
+
+    def duration(self, text: str) -> float | None:
+        try:
+            return self._durations[text]
+        except KeyError:
+            value = self._durations[text] = parse_slurm_duration(text)
+            return value
+
+    def rss_mb(self, text: str) -> float | None:
+        try:
+            return self._sizes[text]
+        except KeyError:
+            value = self._sizes[text] = parse_size_mb(text, bare_unit="K")
             return value
 
     def classify(
@@ -814,8 +832,10 @@ def _parse_squeue(text: str, utc: bool) -> list[_Row]:
         if len(fields) != n_fields:
             log.warning("slurm: skipping malformed squeue line: %r", line)
             continue
+        # -O with width 0 does not pad; the key fields are stripped anyway
         (job_field, array_job, _task, raw_id, state, exit_raw, nodes, submit, start, end,
-         slurm_reason, comment) = (f.strip() for f in fields)
+         slurm_reason, comment) = fields
+        job_field, array_job, state = job_field.strip(), array_job.strip(), state.strip()
         keys = _task_keys(job_field, array_job if array_job.isdigit() else None)
         if keys is None or not state:
             log.warning("slurm: skipping squeue line with an unreadable job id or state: %r", line)
@@ -864,8 +884,10 @@ def _parse_sacct(text: str, utc: bool, submitted_after: float | None) -> list[_R
     for line in text.splitlines():
         if not line.strip():
             continue
-        fields = [f.strip() for f in line.split("|", n_fields - 1)]
-        if len(fields) != n_fields or not fields[0] or not fields[2]:
+        # --parsable2 does not pad; the key fields are stripped anyway
+        fields = line.rstrip("\r").split("|", n_fields - 1)
+        fields[0] = fields[0].strip()
+        if len(fields) != n_fields or not fields[0] or not fields[2].strip():
             log.warning("slurm: skipping malformed sacct line: %r", line)
             continue
         job_key, dot, _step = fields[0].partition(".")
@@ -906,11 +928,10 @@ def _parse_sacct(text: str, utc: bool, submitted_after: float | None) -> list[_R
             # some versions mark only the step OUT_OF_MEMORY and the job FAILED
             reason = Reason.OOM.value
         terminal = status is not None and JobStatus(status) in _TERMINAL
-        rss = [parse_size_mb(s[10], bare_unit="K") for s in step_rows]
-        rss_known = [r for r in rss if r is not None]
-        cpu = parse_slurm_duration(total_cpu)
+        rss_known = [r for r in (memo.rss_mb(s[10]) for s in step_rows) if r is not None]
+        cpu = memo.duration(total_cpu)
         if not cpu:
-            step_cpu = [parse_slurm_duration(s[9]) for s in step_rows]
+            step_cpu = [memo.duration(s[9]) for s in step_rows]
             known_cpu = [c for c in step_cpu if c is not None]
             cpu = sum(known_cpu) if known_cpu else cpu
         for key in keys:
@@ -928,7 +949,7 @@ def _parse_sacct(text: str, utc: bool, submitted_after: float | None) -> list[_R
                     node=_null(nodes),
                     started_at=started_at,
                     ended_at=memo.time(end) if terminal else None,
-                    elapsed_s=parse_slurm_duration(elapsed),
+                    elapsed_s=memo.duration(elapsed),
                     cpu_time_s=cpu,
                     max_rss_mb=max(rss_known) if rss_known else None,
                     raw_id=raw_id if len(keys) == 1 else None,
