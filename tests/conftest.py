@@ -92,18 +92,25 @@ def cluster_script(*args: str) -> None:
         raise RuntimeError(f"slurm-up.sh {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
 
 
-def clean_queue() -> None:
-    """Cancel every job left in the queue, so nothing stuck blocks the next test."""
+def clean_queue(under: Path) -> None:
+    """Cancel the jobs that tests started from folders under `under` (and only those), so that
+    nothing stuck blocks the next test and nobody else's jobs are touched."""
     import subprocess
     import time
 
-    subprocess.run(["scancel", "--user", os.environ.get("USER", "root") or "root"], capture_output=True, timeout=60)
+    def ours() -> list[str]:
+        out = subprocess.run(["squeue", "-h", "-o", "%A|%Z"], capture_output=True, text=True, timeout=60).stdout
+        prefix = str(under)
+        return [line.split("|", 1)[0] for line in out.splitlines()
+                if "|" in line and line.split("|", 1)[1].startswith(prefix)]  # fmt: skip
+
+    ids = ours()
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=60)
     deadline = time.time() + 60
-    while time.time() < deadline:
-        out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=60).stdout
-        if not out.strip():
-            return
+    while ids and time.time() < deadline:
         time.sleep(0.5)
+        ids = [i for i in ours() if i in ids]
 
 
 @pytest.fixture(scope="module", params=["accounting", "no-accounting"])
@@ -116,7 +123,7 @@ def slurm_mode(request: pytest.FixtureRequest, slurm_cluster: Path) -> Iterator[
 
 
 @pytest.fixture
-def slurm(slurm_cluster: Path, workdir: Path) -> Iterator[Path]:
-    clean_queue()
+def slurm(slurm_cluster: Path, workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    clean_queue(tmp_path_factory.getbasetemp().parent)  # leftovers of earlier test runs
     yield workdir
-    clean_queue()
+    clean_queue(workdir)

@@ -102,6 +102,16 @@ def test_timeout_at_the_time_limit(slurm_mode: str, slurm: Path) -> None:
     hk.close()
 
 
+def test_out_of_memory(slurm_mode: str, slurm: Path) -> None:
+    hk = make(slurm)
+    hog = "python -c 'import time; x = bytearray(1500 * 1024 * 1024); time.sleep(3)'"
+    job = hk.submit(hog, name="hog", job_subdir="hog", memory="200MB")
+    results = hk.monitor([job], poll_interval=1, timeout=180)
+    assert results[job] is JobStatus.FAILED
+    assert hk.failure_info(job)["reason"] == "oom"
+    hk.close()
+
+
 def test_scancel_from_outside_is_cancelled(slurm_mode: str, slurm: Path) -> None:
     hk = make(slurm)
     job = hk.submit("sleep 600", name="victim", job_subdir="victim")

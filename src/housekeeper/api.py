@@ -73,6 +73,7 @@ class Housekeeper:
         file_grace: float = 30.0,
         lost_after: float = 120.0,
         local_slots: int | None = None,
+        fail_fast: bool = False,
         runner: Runner | None = None,
     ) -> None:
         if not isinstance(jobs_dir, (str, os.PathLike)) or not str(jobs_dir):
@@ -106,7 +107,10 @@ class Housekeeper:
         self._requested_scheduler = scheduler
         self._runner = runner or Runner()
         self._local_slots = local_slots
-        self._options = {"max_queued": max_queued, "file_grace": float(file_grace), "lost_after": float(lost_after)}
+        if not isinstance(fail_fast, bool):
+            raise InvalidArgumentError("fail_fast", fail_fast, "must be True or False")
+        self._options = {"max_queued": max_queued, "file_grace": float(file_grace), "lost_after": float(lost_after),
+                         "fail_fast": fail_fast}  # fmt: skip
         self._engine: Engine | None = None
         self._lock = threading.RLock()
         self._buffer: list[tuple[Any, ...]] = []
@@ -490,9 +494,14 @@ class Housekeeper:
             view["stderr"] = jobscript.attempt_file(folder, jobscript.STDERR, number)
         return view
 
-    def failure_info(self, job_id: int) -> dict[str, Any]:
+    def failure_info(self, job_id: int, *, excused: bool = False) -> dict[str, Any]:
         """Why the job failed: reason, exit code, signal, scheduler state, offending log lines
-        (file, line, text, pattern; the first 20), missing files and every attempt."""
+        (file, line, text, pattern; the first 20), missing files and every attempt.
+
+        `excused=True` also lists the error lines the whitelist excused, each with the entry
+        that excused it (read from the logs now, so it costs a scan)."""
+        if not isinstance(excused, bool):
+            raise InvalidArgumentError("excused", excused, "must be True or False")
         info = self.job_info(job_id)
         attempts = info["attempts"]
         current = attempts[-1] if attempts else {"detail": {}}
@@ -517,12 +526,27 @@ class Housekeeper:
             "log_excused": detail.get("log_excused", 0),
             "missing_files": detail.get("missing_files", []),
             "submit_error": detail.get("submit_error"),
+            "scheduler_message": detail.get("scheduler_message"),
+            **({"excused_lines": self._excused_lines(info["job_dir"])} if excused else {}),
             "attempts": [
                 {k: a.get(k) for k in ("attempt", "scheduler_id", "status", "reason", "exit_code", "signal",
                                        "native_state", "submitted_at", "started_at", "ended_at", "stdout", "stderr")}
                 for a in attempts
             ],  # fmt: skip
         }
+
+    def _excused_lines(self, folder: str, limit: int = 20) -> list[dict[str, Any]]:
+        from .scan import excusing_entry, scan_file
+
+        out: list[dict[str, Any]] = []
+        for filename in (jobscript.STDOUT, jobscript.STDERR):
+            path = os.path.join(folder, filename)
+            every = scan_file(path, error_patterns=self.rules.error_patterns, max_lines=1000)
+            for (number, text), pattern in zip(every.lines, every.patterns):
+                entry = excusing_entry(text, self.rules.error_whitelist, self.rules.whitelist_threshold)
+                if entry is not None and len(out) < limit:
+                    out.append({"file": path, "line": number, "text": text, "pattern": pattern, "excused_by": entry})
+        return out
 
     def export_state(self, path: str | os.PathLike[str]) -> str:
         """Write every job and every attempt to `.json` or `.parquet`; returns the path."""

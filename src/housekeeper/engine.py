@@ -25,7 +25,8 @@ from .errors import SchedulerError
 from .models import ExitRecord, JobStatus, Reason, Resources
 from .schedulers.base import ErrorKind, SubmitRequest
 from .store import Store, Update
-from .verdict import complete_record, decide, read_record, read_running
+from .scan import scan_file
+from .verdict import SCHEDULER_REASONS, complete_record, decide, read_record, read_running, reason_from_messages
 
 log = logging.getLogger("housekeeper")
 
@@ -86,6 +87,7 @@ class Engine:
         max_queued: int | None = None,
         file_grace: float = 30.0,
         lost_after: float = 120.0,
+        fail_fast: bool = False,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -95,6 +97,9 @@ class Engine:
         self.max_queued = max_queued
         self.file_grace = file_grace
         self.lost_after = lost_after
+        self.fail_fast = fail_fast
+        # fail_fast: where the last look at each running job's logs stopped (offset, line)
+        self._scan_from: dict[tuple[int, int, str], tuple[int, int]] = {}
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.spool_dir = os.path.join(jobs_dir, jobscript.HK_DIR, "spool")
         self.array_dir = os.path.join(jobs_dir, jobscript.HK_DIR, "arrays")
@@ -342,6 +347,8 @@ class Engine:
                 return []
             rows = {r["scheduler_id"]: r for r in frame.iter_rows(named=True)}
             applied = self._judge(active, rows)
+            if self.fail_fast:
+                applied += self.check_running_logs()
         self._retry(applied)
         self._cancel_impossible()
         self.flush()
@@ -396,6 +403,16 @@ class Engine:
                              dependency_impossible=job["job_id"] in impossible)  # fmt: skip
             if outcome is None:
                 continue
+            if outcome.reason is not None and outcome.reason.value not in SCHEDULER_REASONS and (
+                outcome.reason.value != "dependency_never_satisfied"
+            ):
+                # The scheduler may have said why in the job's output where accounting can't.
+                message = reason_from_messages(self._output_files(folder, job["scheduler_id"]))
+                if message is not None and message[0] != outcome.reason:
+                    reason, line = message
+                    outcome.status = JobStatus.CANCELLED if reason is Reason.CANCELLED_BY_USER else JobStatus.FAILED
+                    outcome.reason = reason
+                    outcome.detail["scheduler_message"] = line
             updates.append(Update(
                 job_id=job["job_id"], attempt=job["attempt"], status=outcome.status.value,
                 reason=outcome.reason.value if outcome.reason else None,
@@ -406,6 +423,54 @@ class Engine:
         if missing:
             self.store.mark_missing(missing, now)
         return self.store.apply(updates + lost)
+
+    def _output_files(self, folder: str, scheduler_id: str | None) -> list[str]:
+        files = [os.path.join(folder, jobscript.STDERR), os.path.join(folder, jobscript.STDOUT)]
+        if scheduler_id:
+            safe = scheduler_id.replace("/", "_")
+            files += [os.path.join(self.spool_dir, f"{safe}.err"), os.path.join(self.spool_dir, f"{safe}.out")]
+        return files
+
+    def check_running_logs(self) -> list[Update]:
+        """fail_fast: scan only what running jobs wrote since the last look; a job with an
+        unexcused error line is cancelled and FAILED (log_error) at once."""
+        running = self.store.jobs_where("status='RUNNING'")
+        alive = {(j["job_id"], j["attempt"]) for j in running}
+        self._scan_from = {k: v for k, v in self._scan_from.items() if (k[0], k[1]) in alive}
+        doomed: list[tuple[dict[str, Any], list[list[Any]], list[str]]] = []
+        for job in running:
+            folder = jobscript.job_dir(self.jobs_dir, job["job_subdir"])
+            lines: list[list[Any]] = []
+            patterns: list[str] = []
+            for filename in (jobscript.STDOUT, jobscript.STDERR):
+                key = (job["job_id"], job["attempt"], filename)
+                offset, first_line = self._scan_from.get(key, (0, 1))
+                result = scan_file(
+                    os.path.join(folder, filename), error_patterns=self.rules.error_patterns,
+                    error_whitelist=self.rules.error_whitelist, whitelist_threshold=self.rules.whitelist_threshold,
+                    offset=offset, first_line=first_line, complete=False,
+                )  # fmt: skip
+                if not result.missing:
+                    self._scan_from[key] = (result.end_offset, result.end_line)
+                lines += [[filename, n, text] for n, text in result.lines]
+                patterns += result.patterns
+            if lines:
+                doomed.append((job, lines[:20], patterns[:20]))
+        if not doomed:
+            return []
+        ids = [j["scheduler_id"] for j, _, _ in doomed if j["scheduler_id"]]
+        try:
+            self.backend.cancel(ids)
+        except SchedulerError as exc:
+            log.warning("fail_fast: could not cancel jobs with errors in their logs yet: %s", exc)
+            return []
+        now = time.time()
+        return self.store.apply([
+            Update(job_id=j["job_id"], attempt=j["attempt"], status="FAILED", reason=Reason.LOG_ERROR.value,
+                   ended_at=now, detail={"log_lines": lines, "log_patterns": patterns, "fail_fast": True},
+                   note=f"fail_fast: {lines[0][2][:200]}")
+            for j, lines, patterns in doomed
+        ])  # fmt: skip
 
     def _impossible(self, job_ids: Sequence[int]) -> set[int]:
         """Jobs whose dependency condition can no longer hold."""

@@ -7,6 +7,8 @@ is FAILED with the first reason that applies, in that order.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -19,6 +21,52 @@ SCHEDULER_REASONS = frozenset(
     {Reason.TIMEOUT.value, Reason.OOM.value, Reason.NODE_FAIL.value, Reason.PREEMPTED.value,
      Reason.SCHEDULER_ERROR.value, Reason.LOST.value}
 )  # fmt: skip
+
+
+# What schedulers write into a job's output when they end it, and what it means. Matched only
+# on lines the scheduler itself writes (slurmstepd's, PBS's "=>> PBS:"), never the user's.
+SCHEDULER_MESSAGES: tuple[tuple[re.Pattern[str], Reason], ...] = (
+    # slurmstepd: error: *** JOB 123 ON node1 CANCELLED AT 2024-01-01T00:00:00 DUE TO TIME LIMIT ***
+    (re.compile(r"slurmstepd.*\*\*\* .*DUE TO TIME LIMIT"), Reason.TIMEOUT),
+    # slurmstepd: error: *** JOB 123 ON node1 CANCELLED AT ... DUE TO PREEMPTION ***
+    (re.compile(r"slurmstepd.*\*\*\* .*DUE TO PREEMPTION"), Reason.PREEMPTED),
+    # slurmstepd: error: *** JOB 123 ON node1 CANCELLED AT ... DUE TO NODE FAILURE ***
+    (re.compile(r"slurmstepd.*\*\*\* .*DUE TO NODE FAIL"), Reason.NODE_FAIL),
+    # slurmstepd: error: Detected 1 oom-kill event(s) in StepId=123.batch. Some of your processes ...
+    (re.compile(r"slurmstepd.*(oom-kill event|out-of-memory handler)", re.IGNORECASE), Reason.OOM),
+    # slurmstepd: error: Exceeded job memory limit (jobacct_gather's OverMemoryKill, no cgroups)
+    (re.compile(r"slurmstepd.*Exceeded (job|step) memory limit"), Reason.OOM),
+    # slurmstepd: error: *** JOB 123 ON node1 CANCELLED AT 2024-01-01T00:00:00 *** (scancel)
+    (re.compile(r"slurmstepd.*\*\*\* (JOB|STEP) \S+ ON \S+ CANCELLED AT \S+( by \S+)? \*\*\*"),
+     Reason.CANCELLED_BY_USER),
+    # =>> PBS: job killed: walltime 152 exceeded limit 120 (PBS Pro and Torque)
+    (re.compile(r"PBS: job killed: (walltime|cput)"), Reason.TIMEOUT),
+    # =>> PBS: job killed: mem 4194304kb exceeded limit 2097152kb (also vmem)
+    (re.compile(r"PBS: job killed: v?mem"), Reason.OOM),
+)  # fmt: skip
+_TAIL_BYTES = 64 * 1024
+
+
+def reason_from_messages(paths: Iterable[str]) -> tuple[Reason, str] | None:
+    """The reason a scheduler wrote into these files when it ended the job (the last one found
+    in each file's last 64 KB wins), with the line that says so."""
+    found: tuple[Reason, str] | None = None
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, size - _TAIL_BYTES))
+                tail = handle.read().decode(errors="replace")
+        except OSError:
+            continue
+        for line in tail.splitlines():
+            if "slurmstepd" not in line and "PBS:" not in line:
+                continue
+            for pattern, reason in SCHEDULER_MESSAGES:
+                if pattern.search(line):
+                    found = (reason, line.strip())
+                    break
+    return found
 
 
 class Outcome(msgspec.Struct, kw_only=True):

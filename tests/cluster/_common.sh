@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # variables used by the scripts that source this
 # Shared helpers for slurm-up.sh / slurm-down.sh.  Sourced, never run.
 #
 # Everything the private test cluster owns lives under $HK_SLURM_DIR

@@ -39,12 +39,11 @@ fi
 
 hk_stop_pidfile slurmctld "$PID_CTLD" slurmctld 30
 hk_stop_pidfile slurmd "$PID_SLURMD" slurmd 20
-# Step daemons of jobs that were still running when slurmd stopped: only those
-# whose job spool is ours (cwd or cmdline under our spool dir is not reliable,
-# so match the parent chain: slurmstepd is reparented to init, check its
-# environment for our SLURM_CONF).
+# Step daemons of jobs that were still running when slurmd stopped: only ours,
+# i.e. those whose environment (inherited from our slurmd) has our SLURM_CONF.
 for pid in $(pgrep -x slurmstepd 2>/dev/null || true); do
-    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "SLURM_CONF=$HK_CONF"; then
+    [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]] && continue
+    if { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null | grep -qx "SLURM_CONF=$HK_CONF"; then
         kill -KILL "$pid" 2>/dev/null || true
         hk_say "killed leftover slurmstepd (pid $pid)"
     fi
