@@ -382,3 +382,22 @@ def test_with_block_flushes(workdir: Path) -> None:
     assert hk2.store.job(job)["status"] in ("QUEUED", "RUNNING", "COMPLETED")
     hk2.monitor(poll_interval=FAST)
     hk2.close()
+
+
+def test_max_queued_caps_jobs_in_the_scheduler(workdir: Path) -> None:
+    hk = housekeeper(jobs_dir=workdir / "run", scheduler="local", max_queued=2)
+    for i in range(6):
+        hk.submit(f"sleep 0.5; echo {i}", name=f"m{i}", job_subdir=f"m{i}")
+    hk.flush()
+    peak = 0
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        hk.poll()
+        counts = hk.store.status_counts()
+        peak = max(peak, counts.get("QUEUED", 0) + counts.get("RUNNING", 0))
+        if counts.get("COMPLETED", 0) == 6:
+            break
+        time.sleep(0.2)
+    assert hk.store.status_counts() == {"COMPLETED": 6}
+    assert peak == 2
+    hk.close()

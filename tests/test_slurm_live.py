@@ -268,3 +268,31 @@ def test_export_after_a_live_run(slurm_cluster: Path, slurm: Path) -> None:
     assert data["scheduler"] == "slurm"
     assert data["jobs"][0]["attempts"][0]["scheduler_id"] == hk.job_info(job)["scheduler_id"]
     hk.close()
+
+
+def test_refused_and_never_starting_jobs_fail_with_the_reason(slurm_cluster: Path, slurm: Path) -> None:
+    hk = make(slurm)
+    bad_partition = hk.submit("true", name="badq", job_subdir="badq", queue="nosuchpartition")
+    too_big = hk.submit("true", name="big", job_subdir="big", nodes=5)
+    fine = hk.submit("true", name="fine", job_subdir="fine")
+    results = hk.monitor(poll_interval=FAST, timeout=120)
+    assert results == {bad_partition: JobStatus.FAILED, too_big: JobStatus.FAILED, fine: JobStatus.COMPLETED}
+    refused = hk.failure_info(bad_partition)
+    assert refused["reason"] == "submit_error"
+    assert "partition" in refused["submit_error"].lower()
+    never = hk.failure_info(too_big)
+    assert never["reason"] == "submit_error"
+    assert "PartitionNodeLimit" in never["submit_error"]
+    assert hk.job_info(too_big)["scheduler_id"] not in squeue_ids()  # taken out of the queue
+    hk.close()
+
+
+def test_max_queued_feeds_jobs_in(slurm_cluster: Path, slurm: Path) -> None:
+    hk = make(slurm, max_queued=4)
+    ids = [hk.submit(f"sleep 1; echo {i}", name=f"q{i}", job_subdir=f"q_{i:02d}") for i in range(12)]
+    hk.flush()
+    assert hk.store.status_counts().get("PENDING") == 8  # the rest wait in housekeeper
+    results = hk.monitor(ids, poll_interval=FAST, timeout=240)
+    assert set(results.values()) == {JobStatus.COMPLETED}
+    assert hk._runner.calls["sbatch"] >= 3  # fed in as others finished
+    hk.close()

@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
         record.log_errors, record.log_excused, record.log_lines, record.log_patterns = check_logs(job_dir, rules)
         record.missing_files = missing_files(expected, os.getcwd())
         record.checked = True
-    except Exception as exc:  # a broken rules file must not lose the exit code
+    except Exception as exc:  # noqa: BLE001 - a broken rules file must not lose the exit code
         print(f"housekeeper: could not check logs and files: {exc}", file=sys.stderr)
     record.ok = record.checked and rc == 0 and not record.log_lines and not record.missing_files
     write_record(job_dir, record)

@@ -19,8 +19,8 @@ import msgspec
 import polars as pl
 
 from . import jobscript
-from .checks import Rules
 from .backends import SCHEDULERS, detect_scheduler, make_command_backend
+from .checks import Rules
 from .engine import Backend, Engine
 from .errors import InvalidArgumentError, JobStateError, StateError, UnknownJobError
 from .local import LocalBackend
@@ -562,7 +562,6 @@ class Housekeeper:
             "SELECT job_id, attempt, scheduler_id, status, reason, native_state, exit_code, signal,"
             " submitted_at, started_at, ended_at, detail FROM attempts ORDER BY job_id, attempt"
         )
-        names = [d[0] for d in cursor.description]
         attempts = pl.DataFrame(cursor.fetchall(), orient="row", schema={
             "job_id": pl.Int64, "attempt": pl.Int32, "scheduler_id": pl.Utf8, "status": pl.Utf8,
             "reason": pl.Utf8, "native_state": pl.Utf8, "exit_code": pl.Int32, "signal": pl.Int32,
@@ -624,7 +623,7 @@ def _close_at_exit(ref: weakref.ref[Housekeeper]) -> None:
     if hk is not None and not hk._closed:
         try:
             hk.close()
-        except Exception as exc:  # at exit there is no one left to raise to
+        except Exception as exc:  # noqa: BLE001 - at exit there is no one left to raise to
             log.error("housekeeper: could not flush at exit: %s", exc)
 
 

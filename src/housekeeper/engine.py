@@ -23,14 +23,16 @@ from . import jobscript
 from .checks import Rules
 from .errors import SchedulerError
 from .models import ExitRecord, JobStatus, Reason, Resources
+from .scan import scan_file
 from .schedulers.base import ErrorKind, SubmitRequest
 from .store import Store, Update
-from .scan import scan_file
 from .verdict import SCHEDULER_REASONS, complete_record, decide, read_record, read_running, reason_from_messages
 
 log = logging.getLogger("housekeeper")
 
 DEP_NATIVE = {"ok": "afterok", "fail": "afternotok", "any": "afterany"}
+# Holds that someone put on purpose: reported in the job's state, never undone by housekeeper.
+_LEFT_TO_HUMANS = frozenset({"JobHeldUser", "JobHeldAdmin"})
 STALE_CLAIM_SECONDS = 600.0  # a claim this old is abandoned even if its owner's pid still exists
 
 
@@ -43,7 +45,10 @@ def crash_point(name: str) -> None:
 class Backend(Protocol):
     name: str
     native_dependencies: bool
-    max_array_size: int
+
+    @property
+    def max_array_size(self) -> int:
+        """The most jobs one submission may carry (1: no arrays)."""
 
     def directives(self, req: SubmitRequest) -> list[str]: ...
 
@@ -359,6 +364,8 @@ class Engine:
         updates: list[Update] = []
         missing: list[int] = []
         lost: list[Update] = []
+        stuck: list[tuple[dict[str, Any], str]] = []
+        held: list[str] = []
         dep_jobs = [j["job_id"] for j in active if j["has_deps"]]
         impossible = self._impossible(dep_jobs) if dep_jobs else set()
         for job in active:
@@ -367,6 +374,12 @@ class Engine:
             if sched is not None and status is None:
                 continue  # a state we could not read: leave the job as it is
             folder = jobscript.job_dir(self.jobs_dir, job["job_subdir"])
+            if sched is not None and status == "QUEUED" and sched.get("never_runs"):
+                pending = str(sched.get("pending_reason") or "")
+                if "launch failed" in pending.lower():
+                    held.append(job["scheduler_id"])  # SLURM held it after a failed launch: let it go again
+                elif not pending.startswith("Dependency") and pending not in _LEFT_TO_HUMANS:
+                    stuck.append((job, pending))
             if sched is not None and status in ("QUEUED", "RUNNING"):
                 if status != job["status"] or (status == "RUNNING" and job["started_at"] is None):
                     updates.append(Update(job_id=job["job_id"], attempt=job["attempt"], status=status,
@@ -422,7 +435,38 @@ class Engine:
             ))  # fmt: skip
         if missing:
             self.store.mark_missing(missing, now)
+        if held:
+            self._release(held)
+        if stuck:
+            updates += self._end_stuck(stuck, now)
         return self.store.apply(updates + lost)
+
+    def _release(self, scheduler_ids: list[str]) -> None:
+        release = getattr(self.backend, "release", None)
+        if release is None:
+            return
+        try:
+            release(scheduler_ids)
+            log.warning("released %d job(s) the scheduler held after a failed launch", len(scheduler_ids))
+        except SchedulerError as exc:
+            log.warning("could not release held jobs: %s", exc)
+
+    def _end_stuck(self, stuck: list[tuple[dict[str, Any], str]], now: float) -> list[Update]:
+        """Jobs the scheduler accepted but will never start (e.g. more nodes than the partition
+        has): take them out of the queue and fail them with the scheduler's reason."""
+        try:
+            self.backend.cancel([job["scheduler_id"] for job, _ in stuck])
+        except SchedulerError as exc:
+            log.warning("could not cancel jobs that can never start: %s", exc)
+            return []
+        updates = []
+        for job, pending in stuck:
+            message = f"the scheduler will never start this job as asked: {pending}"
+            log.error("job %d: %s", job["job_id"], message)
+            updates.append(Update(job_id=job["job_id"], attempt=job["attempt"], status="FAILED",
+                                  reason=Reason.SUBMIT_ERROR.value, ended_at=now, native_state="PENDING",
+                                  detail={"submit_error": message, "pending_reason": pending}, note=message))
+        return updates  # fmt: skip
 
     def _output_files(self, folder: str, scheduler_id: str | None) -> list[str]:
         files = [os.path.join(folder, jobscript.STDERR), os.path.join(folder, jobscript.STDOUT)]

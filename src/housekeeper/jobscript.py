@@ -95,9 +95,7 @@ def render_job_script(
         f"/bin/bash -c {q(command)}",
         "hk_rc=$?",
         "trap - TERM INT",
-        'PYTHONPATH={pp}${{PYTHONPATH:+:$PYTHONPATH}} "$HK_PYTHON" -m housekeeper._finish \\'.format(
-            pp=q(PACKAGE_PARENT)
-        ),
+        f'PYTHONPATH={q(PACKAGE_PARENT)}${{PYTHONPATH:+:$PYTHONPATH}} "$HK_PYTHON" -m housekeeper._finish \\',
         f'  "$HK_JOB_DIR" {job_id} {attempt} "$hk_rc" "$hk_started" "$hk_term" {q(rules_path)} -- \\',
         "  " + " ".join(q(f) for f in expected_files),
         "hk_verdict=$?",
