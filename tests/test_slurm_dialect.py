@@ -117,7 +117,7 @@ def test_directives_single_job_golden() -> None:
     assert DIALECT.directives(single_request()) == [
         "#SBATCH --job-name=fit",
         "#SBATCH --nodes=1",
-        "#SBATCH --ntasks=1",
+        "#SBATCH --ntasks-per-node=1",
         "#SBATCH --cpus-per-task=4",
         "#SBATCH --mem=4096M",
         "#SBATCH --time=1-01:01:01",
@@ -156,7 +156,7 @@ def test_directives_array_with_throttle_gpus_and_all_dependency_kinds_golden() -
     assert DIALECT.directives(array_request()) == [
         "#SBATCH --job-name=sweep",
         "#SBATCH --nodes=2",
-        "#SBATCH --ntasks=1",
+        "#SBATCH --ntasks-per-node=1",
         "#SBATCH --cpus-per-task=8",
         "#SBATCH --gres=gpu:2",
         "#SBATCH --output=/scratch/run/.spool/%A_%a.out",

@@ -33,6 +33,8 @@ log = logging.getLogger("housekeeper")
 DEP_NATIVE = {"ok": "afterok", "fail": "afternotok", "any": "afterany"}
 # Holds that someone put on purpose: reported in the job's state, never undone by housekeeper.
 _LEFT_TO_HUMANS = frozenset({"JobHeldUser", "JobHeldAdmin"})
+# Dependencies are judged by housekeeper itself; unavailable nodes come back after maintenance.
+_WAITED_OUT = ("Dependency", "ReqNodeNotAvail")
 STALE_CLAIM_SECONDS = 600.0  # a claim this old is abandoned even if its owner's pid still exists
 
 
@@ -378,7 +380,7 @@ class Engine:
                 pending = str(sched.get("pending_reason") or "")
                 if "launch failed" in pending.lower():
                     held.append(job["scheduler_id"])  # SLURM held it after a failed launch: let it go again
-                elif not pending.startswith("Dependency") and pending not in _LEFT_TO_HUMANS:
+                elif not pending.startswith(_WAITED_OUT) and pending not in _LEFT_TO_HUMANS:
                     stuck.append((job, pending))
             if sched is not None and status in ("QUEUED", "RUNNING"):
                 if status != job["status"] or (status == "RUNNING" and job["started_at"] is None):

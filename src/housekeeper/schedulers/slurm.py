@@ -1007,7 +1007,7 @@ def _options(req: SubmitRequest, kill_on_invalid_dep: bool) -> list[str]:
     options = [
         f"--job-name={req.name}",
         f"--nodes={res.nodes}",
-        "--ntasks=1",
+        "--ntasks-per-node=1",  # cpus are per node: one task per node with all of them (--ntasks=1 would shrink --nodes)
         f"--cpus-per-task={res.cpus}",
     ]
     if res.gpus > 0:
