@@ -153,14 +153,43 @@ def test_missing_file_and_directory(scan_file, tmp_path):
 
 
 def test_unreadable_file(scan_file, tmp_path):
+    """An unreadable log counts as missing. Root reads anything, so as root the scan runs in a
+    forked child that first drops to `nobody` (it has the scanner loaded already)."""
+    import pwd
+
+    if os.geteuid() != 0:
+        path = write(tmp_path, b"error\n")
+        path.chmod(0)
+        try:
+            assert scan_file(path).missing
+        finally:
+            path.chmod(0o644)
+        return
+    nobody = pwd.getpwnam("nobody")
+    tmp_path.chmod(0o755)
+    for parent in tmp_path.parents:  # let nobody reach the folder (pytest's are 0700)
+        if parent == Path("/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o011)
     path = write(tmp_path, b"error\n")
     path.chmod(0)
-    try:
-        if os.access(path, os.R_OK):
-            pytest.skip("running as a user who can read anything")
-        assert scan_file(path).missing
-    finally:
-        path.chmod(0o644)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges, scan, report, and leave without cleanup
+        try:
+            os.close(reader)
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            readable = os.access(path, os.R_OK)
+            result = scan_file(path)
+            os.write(writer, f"{readable} {result.missing} {result.errors}".encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    assert answer.split() == ["False", "True", "0"]
 
 
 def test_max_lines_caps_the_report_not_the_count(scan_file, tmp_path):
