@@ -104,6 +104,11 @@ class Housekeeper:
             error_whitelist=whitelist,
             whitelist_threshold=whitelist_threshold,
         )
+        self._rules_given = error_whitelist is not None or error_patterns is not None or whitelist_threshold != 3
+        if not self._rules_given:  # reopening a run: judge with the rules it was started with
+            stored = self.store.conn.execute("SELECT value FROM meta WHERE key='rules'").fetchone()
+            if stored:
+                self.rules = msgspec.json.decode(stored[0], type=Rules)
         self._requested_scheduler = scheduler
         self._runner = runner or Runner()
         self._local_slots = local_slots
@@ -152,6 +157,9 @@ class Housekeeper:
         elif stored[0] != name:
             log.warning("jobs_dir %s was started with %s; now using %s", self.jobs_dir, stored[0], name)
         rules_path = self._write_rules()
+        with self.store.transaction() as cur:  # the rules in force, for any process that opens the run
+            verb = "INSERT OR REPLACE" if self._rules_given else "INSERT OR IGNORE"
+            cur.execute(f"{verb} INTO meta(key, value) VALUES ('rules', ?)", (msgspec.json.encode(self.rules).decode(),))
         return Engine(store=self.store, backend=backend, jobs_dir=self.jobs_dir, rules=self.rules,
                       rules_path=rules_path, **self._options)  # type: ignore[arg-type]  # fmt: skip
 
@@ -255,6 +263,8 @@ class Housekeeper:
             return job_id
 
     def _check_parents(self, spec: JobSpec) -> None:
+        if not (spec.after_ok or spec.after_fail or spec.after_any):
+            return
         buffered = {row[0] for row in self._buffer}
         for parameter in ("after_ok", "after_fail", "after_any"):
             ids = [i for i in getattr(spec, parameter) if i not in buffered]
@@ -302,38 +312,51 @@ class Housekeeper:
         poll_interval: float = 30,
         *,
         timeout: float | None = None,
+        progress: bool | None = None,
     ) -> dict[int, JobStatus]:
         """Poll until every given job (default: all) has finished, retries included.
 
         Polls start quick and grow to `poll_interval` while nothing changes (the local backend
         looks every second). Returns {job_id: final status}. With `timeout` (seconds), returns
-        when it runs out, with the statuses as they are then."""
+        when it runs out, with the statuses as they are then. `progress`: draw counts, rate and
+        time left on a terminal or notebook (None: when attached to one; False: never); without
+        it a summary line per poll goes to the log."""
         if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)) or poll_interval <= 0:
             raise InvalidArgumentError("poll_interval", poll_interval, "must be a positive number of seconds")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
             raise InvalidArgumentError("timeout", timeout, "must be a number of seconds >= 0 or None")
+        if progress is not None and not isinstance(progress, bool):
+            raise InvalidArgumentError("progress", progress, "must be True, False or None")
+        from .progress import Progress, summary
+
         ids = self._monitored_ids(job_ids)
         self._sync()
         started = time.monotonic()
         local = self.engine.backend.name == "local"
         interval = min(1.0, float(poll_interval))
-        while True:
-            changed = self.engine.poll()
-            statuses = self._statuses(ids)
-            if all(JobStatus(s).is_terminal for s in statuses.values()):
-                return {i: JobStatus(s) for i, s in statuses.items()}
-            if timeout is not None and time.monotonic() - started >= timeout:
-                return {i: JobStatus(s) for i, s in statuses.items()}
-            counts: dict[str, int] = {}
-            for status in statuses.values():
-                counts[status] = counts.get(status, 0) + 1
-            log.info("housekeeper: %s", ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
-            interval = 1.0 if changed else min(float(poll_interval), interval * 1.5)
-            if local:
-                interval = min(interval, 1.0)
-            if timeout is not None:
-                interval = min(interval, max(0.0, timeout - (time.monotonic() - started)))
-            time.sleep(interval)
+        display = Progress(len(ids), enabled=progress)
+        try:
+            while True:
+                changed = self.engine.poll()
+                statuses = self._statuses(ids)
+                counts: dict[str, int] = {}
+                for status in statuses.values():
+                    counts[status] = counts.get(status, 0) + 1
+                display.update(counts)
+                if not display.enabled:
+                    log.info("housekeeper: %s", summary(counts, len(ids)))
+                if all(JobStatus(s).is_terminal for s in statuses.values()):
+                    return {i: JobStatus(s) for i, s in statuses.items()}
+                if timeout is not None and time.monotonic() - started >= timeout:
+                    return {i: JobStatus(s) for i, s in statuses.items()}
+                interval = 1.0 if changed else min(float(poll_interval), interval * 1.5)
+                if local:
+                    interval = min(interval, 1.0)
+                if timeout is not None:
+                    interval = min(interval, max(0.0, timeout - (time.monotonic() - started)))
+                time.sleep(interval)
+        finally:
+            display.close()
 
     def _monitored_ids(self, job_ids: Sequence[int] | int | None) -> list[int]:
         self._commit()
@@ -367,17 +390,26 @@ class Housekeeper:
         jobs = [self._job(j["job_id"]) for j in jobs]
         return self.engine.cancel(jobs)
 
-    def retry(self, job_id: int) -> int:
-        """Run a FAILED or CANCELLED job again (a new attempt, same id). Dependants that were
-        cancelled because of it are given another chance too. Returns the new attempt number."""
-        job = self._job(job_id)
-        if job["status"] not in ("FAILED", "CANCELLED"):
-            raise JobStateError(f"job {job_id} is {job['status']}; only FAILED or CANCELLED jobs can be retried")
-        if not self.store.new_attempt(job_id, job["attempt"], "retried by hand"):
-            raise JobStateError(f"job {job_id} changed while retrying it; look again")
-        self._revive_dependants(job_id)
+    def retry(self, job_id: int | Sequence[int]) -> int | list[int]:
+        """Run FAILED or CANCELLED jobs again (a new attempt, same id); dependants that were
+        cancelled because of them get another chance too. Jobs retried together go out
+        together (as arrays). Returns the new attempt number (a list of them for a list)."""
+        single = isinstance(job_id, int) and not isinstance(job_id, bool)
+        ids = [job_id] if single else job_id
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise InvalidArgumentError("job_id", job_id, "must be a job id or a list of job ids")
+        jobs = [self._job(i) for i in ids]  # type: ignore[union-attr]
+        wrong = [j["job_id"] for j in jobs if j["status"] not in ("FAILED", "CANCELLED")]
+        if wrong:
+            raise JobStateError(f"job(s) {wrong} are not FAILED or CANCELLED; only those can be retried")
+        attempts = []
+        for job in jobs:
+            if not self.store.new_attempt(job["job_id"], job["attempt"], "retried by hand"):
+                raise JobStateError(f"job {job['job_id']} changed while retrying it; look again")
+            self._revive_dependants(job["job_id"])
+            attempts.append(job["attempt"] + 1)
         self._sync()
-        return job["attempt"] + 1
+        return attempts[0] if single else attempts
 
     def _revive_dependants(self, job_id: int) -> None:
         todo = [job_id]

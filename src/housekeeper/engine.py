@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ import msgspec
 import polars as pl
 
 from . import jobscript
+from ._task import TaskRecord, prepare, write_manifest
 from .checks import Rules
 from .errors import SchedulerError
 from .models import ExitRecord, JobStatus, Reason, Resources
@@ -130,7 +132,7 @@ class Engine:
         return max(0, self.max_queued - counts.get("QUEUED", 0) - counts.get("RUNNING", 0))
 
     def _flush_wave(self) -> tuple[int, bool]:
-        pending = self.store.jobs_where("status='PENDING' AND submission_id IS NULL ORDER BY job_id")
+        pending = self.store.pending_rows()
         if not pending:
             return 0, False
         room = self._room()
@@ -139,9 +141,12 @@ class Engine:
         parent_rows = {
             p["job_id"]: p for p in self.store.jobs_by_ids(list({pid for deps in parents.values() for pid, _ in deps}))
         }
-        ready: list[tuple[dict[str, Any], tuple[tuple[str, tuple[str, ...]], ...]]] = []
+        ready: list[tuple[Any, tuple[tuple[str, tuple[str, ...]], ...]]] = []
         never: list[Update] = []
         for job in pending:
+            if not job["has_deps"]:
+                ready.append((job, ()))
+                continue
             native: dict[str, list[str]] = {}
             blocked = impossible = False
             for parent_id, kind in parents.get(job["job_id"], []):
@@ -161,6 +166,7 @@ class Engine:
                     and parent["status"] in ("QUEUED", "RUNNING")
                     and parent["scheduler_id"]
                     and final_attempt
+                    and getattr(self.backend, "can_depend_on", lambda _sid: True)(parent["scheduler_id"])
                 ):
                     native.setdefault(DEP_NATIVE[kind], []).append(parent["scheduler_id"])
                 else:
@@ -177,7 +183,7 @@ class Engine:
         applied = self.store.apply(never) if never else []
         if room is not None:
             ready = ready[:room]
-        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        groups: dict[tuple[Any, ...], list[Any]] = {}
         for job, deps in ready:
             key = (job["nodes"], job["cpus"], job["gpus"], job["memory_mb"], job["walltime_s"], job["queue"],
                    job["account"], job["workdir"], deps)  # fmt: skip
@@ -189,7 +195,7 @@ class Engine:
                 sent += self._submit_group(jobs[start : start + size], key[-1])
         return sent, bool(sent or applied)
 
-    def _request(self, job: dict[str, Any], deps: tuple[tuple[str, tuple[str, ...]], ...], script: str,
+    def _request(self, job: Any, deps: tuple[tuple[str, tuple[str, ...]], ...], script: str,
                  comment: str, array_size: int | None = None) -> SubmitRequest:  # fmt: skip
         folder = jobscript.job_dir(self.jobs_dir, job["job_subdir"])
         resources = Resources(
@@ -204,48 +210,42 @@ class Engine:
             spool_dir=self.spool_dir if array_size else None, comment=comment,
         )  # fmt: skip
 
-    def _write_job_script(self, job: dict[str, Any], deps: tuple[tuple[str, tuple[str, ...]], ...],
-                          comment: str) -> tuple[str, SubmitRequest]:  # fmt: skip
-        folder = jobscript.job_dir(self.jobs_dir, job["job_subdir"])
-        os.makedirs(folder, exist_ok=True)
-        if job["attempt"] > 1:
-            jobscript.rotate_attempt_files(folder, job["attempt"] - 1)
-        path = jobscript.script_path(self.jobs_dir, job["job_subdir"], job["name"])
-        request = self._request(job, deps, path, comment)
-        text = jobscript.render_job_script(
-            job_id=job["job_id"], attempt=job["attempt"], name=job["name"], command=job["command"],
-            folder=folder, workdir=job["workdir"], env=msgspec.json.decode(job["env"]),
-            expected_files=msgspec.json.decode(job["expected_files"]), rules_path=self.rules_path,
-            directives=self.backend.directives(request),
+    def _task_record(self, job: Any, directives: list[str]) -> TaskRecord:
+        return TaskRecord(
+            job_id=job["job_id"], attempt=job["attempt"], name=job["name"],
+            job_dir=jobscript.job_dir(self.jobs_dir, job["job_subdir"]),
+            script=jobscript.script_path(self.jobs_dir, job["job_subdir"], job["name"]),
+            command=job["command"], workdir=job["workdir"], env=_decode_json(job["env"]),
+            expected_files=_decode_json(job["expected_files"]), rules_path=self.rules_path,
+            python=sys.executable, directives=directives,
         )  # fmt: skip
-        _write_text(path, text, executable=True)
-        return path, request
 
-    def _submit_group(self, jobs: list[dict[str, Any]], deps: tuple[tuple[str, tuple[str, ...]], ...]) -> int:
+    def _submit_group(self, jobs: list[Any], deps: tuple[tuple[str, tuple[str, ...]], ...]) -> int:
         token = f"hk:{uuid.uuid4().hex[:16]}"
         pairs = [(j["job_id"], j["attempt"]) for j in jobs]
-        submission_id = self.store.claim(pairs, token, self.owner, "")
+        submission_id = self.store.try_claim(pairs, token, self.owner, "")
         if submission_id is None:
             return 0  # another driver is submitting these
         crash_point("after_claim")
         try:
-            scripts = [self._write_job_script(job, deps, token) for job in jobs]
             if len(jobs) == 1:
-                request = scripts[0][1]
+                job = jobs[0]
+                request = self._request(job, deps, jobscript.script_path(self.jobs_dir, job["job_subdir"], job["name"]),
+                                        token)  # fmt: skip
+                prepare(self._task_record(job, self.backend.directives(request)))
             else:
+                # Array tasks create their own folder and script when they start (see _task.py).
                 os.makedirs(self.array_dir, exist_ok=True)
                 os.makedirs(self.spool_dir, exist_ok=True)
-                paths = [p for p, _ in scripts]
-                width = jobscript.manifest_width(paths)
-                manifest = os.path.join(self.array_dir, f"{submission_id}.manifest")
-                _write_bytes(manifest, jobscript.render_manifest(paths, width))
-                wrapper = os.path.join(self.array_dir, f"{submission_id}.sh")
-                request = self._request(jobs[0], deps, wrapper, token, array_size=len(jobs))
+                base = os.path.join(self.array_dir, str(submission_id))
+                note = [f"# sent as one task of the array in {base}.sh"]
+                write_manifest(base, [self._task_record(job, note) for job in jobs])
+                request = self._request(jobs[0], deps, base + ".sh", token, array_size=len(jobs))
                 request.name = jobs[0]["name"] if len({j["name"] for j in jobs}) == 1 else "hk-array"
                 text = jobscript.render_array_script(
-                    directives=self.backend.directives(request), manifest=manifest, width=width, count=len(jobs)
+                    directives=self.backend.directives(request), manifest=base, count=len(jobs)
                 )
-                _write_text(wrapper, text, executable=True)
+                _write_text(base + ".sh", text, executable=True)
         except OSError as exc:
             self.store.release_claim(submission_id, f"cannot write job files: {exc}")
             raise
@@ -579,6 +579,12 @@ class Engine:
             for j in live
         ])  # fmt: skip
         return [u.job_id for u in applied]
+
+
+def _decode_json(text: str) -> Any:
+    if text in ("[]", "{}"):
+        return [] if text == "[]" else {}
+    return msgspec.json.decode(text)
 
 
 def _write_text(path: str, text: str, executable: bool = False) -> None:

@@ -112,31 +112,20 @@ def render_job_script(
     return "\n".join(lines)
 
 
-def manifest_width(paths: Sequence[str]) -> int:
-    return max(len(p.encode()) for p in paths) + 1
-
-
-def render_manifest(paths: Sequence[str], width: int) -> bytes:
-    """Fixed-width lines, so task i reads its line with one seek."""
-    out = bytearray()
-    for path in paths:
-        raw = path.encode()
-        out += raw + b" " * (width - 1 - len(raw)) + b"\n"
-    return bytes(out)
-
-
-def render_array_script(*, directives: Sequence[str], manifest: str, width: int, count: int) -> str:
+def render_array_script(*, directives: Sequence[str], manifest: str, count: int, python: str | None = None) -> str:
+    """The script an array submission hands the scheduler: task i launches job i of the manifest."""
     q = shlex.quote
     return "\n".join(
         [
             "#!/bin/bash",
             *directives,
-            f"# housekeeper array of {count} jobs: task i runs the job script on line i of the manifest.",
+            f"# housekeeper array of {count} jobs: task i prepares and runs job i of {manifest}.tasks",
             "hk_index=${SLURM_ARRAY_TASK_ID:-${PBS_ARRAY_INDEX:-${PBS_ARRAYID:-}}}",
             'if [ -z "$hk_index" ]; then echo "housekeeper: no array task index in the environment" >&2; exit 2; fi',
-            f"read -r hk_script < <(dd if={q(manifest)} bs={width} skip=\"$hk_index\" count=1 2>/dev/null)",
-            'if [ -z "$hk_script" ]; then echo "housekeeper: no job for array index $hk_index" >&2; exit 2; fi',
-            'exec /bin/bash "$hk_script"',
+            # The launcher needs the package; the job gets its own PYTHONPATH back (see _task.py).
+            'export HK_PYTHONPATH_WAS="${PYTHONPATH-__unset__}"',
+            f"export PYTHONPATH={q(PACKAGE_PARENT)}${{PYTHONPATH:+:$PYTHONPATH}}",
+            f'exec {q(python or sys.executable)} -m housekeeper._task {q(manifest)} "$hk_index"',
             "",
         ]
     )

@@ -8,6 +8,7 @@ This module and the command line are the only places in housekeeper that write t
 from __future__ import annotations
 
 import html
+import math
 import os
 import shutil
 import sys
@@ -29,12 +30,12 @@ _RATE_WINDOW = 600.0  # seconds of history the rate is measured over
 
 def format_duration(seconds: float | None) -> str:
     """'4.2s', '3m05s', '1h02m', '2d03h'; '-' for None."""
-    if seconds is None or seconds != seconds:  # None or NaN
+    if seconds is None or math.isnan(seconds):
         return "-"
     seconds = max(0.0, float(seconds))
     if seconds < 10:
         return f"{seconds:.1f}s"
-    whole = int(round(seconds))
+    whole = round(seconds)
     if whole < 60:
         return f"{whole}s"
     minutes, secs = divmod(whole, 60)
@@ -65,10 +66,8 @@ def _in_notebook() -> bool:
     shell = sys.modules.get("IPython")
     if shell is None:
         return False
-    try:
-        ipython = shell.get_ipython()  # type: ignore[attr-defined]
-    except Exception:  # IPython half-imported or too old: no notebook display
-        return False
+    get_ipython = getattr(shell, "get_ipython", None)  # absent while IPython is half-imported
+    ipython = get_ipython() if callable(get_ipython) else None
     return ipython is not None and type(ipython).__name__ == "ZMQInteractiveShell"
 
 
@@ -143,13 +142,13 @@ class Progress:
         else:
             self._draw_terminal(lines)
 
-    def text(self, colour: bool = False) -> str:
+    def text(self, colour: bool = False, bar: bool = True) -> str:
         """The one-line state: bar, finished/total, counts, rate and time left."""
         total = self.total or sum(self.counts.values())
         finished = self.finished
-        width = 24
+        width = 20
         filled = int(width * finished / total) if total else width
-        bar = "#" * filled + "-" * (width - filled)
+        gauge = f"[{'#' * filled}{'-' * (width - filled)}] " if bar else ""
         parts = []
         for status, count in ordered(self.counts):
             word = f"{count} {status.lower()}"
@@ -164,15 +163,16 @@ class Progress:
         eta = ""
         if finished < total:
             eta = f" | ~{format_duration(left)} left" if left is not None else " | time left: -"
-        return f"[{bar}] {finished}/{total} | {', '.join(parts) or 'no jobs'}{pace}{eta}"
+        return f"{gauge}{finished}/{total} | {', '.join(parts) or 'no jobs'}{pace}{eta}"
 
     def _draw_terminal(self, lines: Sequence[str]) -> None:
         out = []
         if self._ansi:
             # Lines wider than the terminal would wrap and break the cursor arithmetic.
             columns = max(20, shutil.get_terminal_size().columns - 1)
-            plain = self.text()
-            text = self.text(colour=self._colour) if len(plain) <= columns else plain[:columns]
+            bar = len(self.text()) <= columns  # drop the bar before cutting the text
+            plain = self.text(bar=bar)
+            text = self.text(colour=self._colour, bar=bar) if len(plain) <= columns else plain[:columns]
             lines = [line[:columns] for line in lines]
             if self._drawn_lines > 1:
                 out.append(f"\x1b[{self._drawn_lines - 1}F")  # up to the first line drawn
@@ -230,7 +230,7 @@ class Progress:
         if self._mode == "terminal" and self._drawn_lines:
             self._write("\n")
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Progress:  # noqa: PYI034  (Self needs Python 3.11)
         return self
 
     def __exit__(self, *exc: object) -> None:

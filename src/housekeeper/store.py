@@ -133,6 +133,10 @@ class Update(msgspec.Struct, kw_only=True):
     note: str | None = None
 
 
+class _ClaimLost(Exception):
+    """Another process claimed some of the jobs first (rolls the claim back)."""
+
+
 class Store:
     """One connection per process (and thread); short IMMEDIATE transactions; readers never block."""
 
@@ -326,29 +330,37 @@ class Store:
     def claim(self, job_attempts: Sequence[tuple[int, int]], token: str, owner: str, script: str) -> int | None:
         """Mark these (job, attempt) pairs as being submitted by us; None if another process got there first."""
         with self.transaction() as cur:
-            for chunk in _chunks(list(job_attempts), 400):
-                clauses = " OR ".join("(job_id=? AND attempt=?)" for _ in chunk)
-                params = [v for pair in chunk for v in pair]
-                free = cur.execute(
-                    f"SELECT count(*) FROM jobs WHERE ({clauses}) AND status='PENDING' AND submission_id IS NULL",
-                    params,
-                ).fetchone()[0]
-                if free != len(chunk):
-                    return None
             cur.execute(
                 "INSERT INTO submissions(token, owner, created_at, state, n_jobs, script) VALUES (?,?,?,?,?,?)",
                 (token, owner, time.time(), "claimed", len(job_attempts), script),
             )
             submission_id = int(cur.lastrowid or 0)
             cur.executemany(
-                "UPDATE jobs SET submission_id=? WHERE job_id=? AND attempt=?",
+                "UPDATE jobs SET submission_id=? WHERE job_id=? AND attempt=? AND status='PENDING'"
+                " AND submission_id IS NULL",
                 [(submission_id, j, a) for j, a in job_attempts],
             )
+            if cur.rowcount != len(job_attempts):
+                raise _ClaimLost
             cur.executemany(
                 "UPDATE attempts SET submission_id=? WHERE job_id=? AND attempt=?",
                 [(submission_id, j, a) for j, a in job_attempts],
             )
         return submission_id
+
+    def try_claim(self, job_attempts: Sequence[tuple[int, int]], token: str, owner: str, script: str) -> int | None:
+        try:
+            return self.claim(job_attempts, token, owner, script)
+        except _ClaimLost:
+            return None
+
+    def pending_rows(self) -> list[sqlite3.Row]:
+        """PENDING jobs nobody is submitting, oldest first (rows readable by column name)."""
+        cur = self.conn.cursor()
+        cur.row_factory = sqlite3.Row
+        return cur.execute(
+            "SELECT * FROM jobs WHERE status='PENDING' AND submission_id IS NULL ORDER BY job_id"
+        ).fetchall()
 
     def release_claim(self, submission_id: int, error: str | None = None) -> None:
         """Give the jobs of a claim back (nothing reached the scheduler)."""
