@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q -e ".[test]"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if ! command -v chromium >/dev/null 2>&1; then  # the HTML report is checked in a real browser
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
     bash tests/cluster/slurm-up.sh --accounting
     # shellcheck disable=SC1091
     source "${HK_SLURM_DIR:-/tmp/hk-slurm}/env.sh"
