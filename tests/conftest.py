@@ -124,6 +124,6 @@ def slurm_mode(request: pytest.FixtureRequest, slurm_cluster: Path) -> Iterator[
 
 @pytest.fixture
 def slurm(slurm_cluster: Path, workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    clean_queue(tmp_path_factory.getbasetemp().parent)  # leftovers of earlier test runs
+    clean_queue(tmp_path_factory.getbasetemp())  # leftovers of this session's earlier tests
     yield workdir
     clean_queue(workdir)

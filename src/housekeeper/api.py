@@ -277,16 +277,14 @@ class Housekeeper:
     def _row(self, job_id: int, key: str, spec: JobSpec) -> tuple[Any, ...]:
         now = time.time()
         r = spec.resources
-        values = {
-            "job_id": job_id, "name": spec.name, "command": spec.command,
-            "job_subdir": spec.job_subdir or str(job_id), "dedup_key": key, "workdir": spec.workdir,
-            "nodes": r.nodes, "cpus": r.cpus, "gpus": r.gpus, "memory_mb": r.memory_mb, "walltime_s": r.walltime_s,
-            "queue": r.queue, "account": r.account, "expected_files": json.dumps(list(spec.expected_files)),
-            "env": json.dumps(spec.env), "max_retries": spec.max_retries,
-            "has_deps": int(bool(spec.after_ok or spec.after_fail or spec.after_any)),
-            "status": "PENDING", "attempt": 1, "created_at": now, "updated_at": now,
-        }  # fmt: skip
-        return tuple(values[c] for c in JOB_INSERT_COLUMNS)
+        # In JOB_INSERT_COLUMNS order.
+        return (
+            job_id, spec.name, spec.command, spec.job_subdir or str(job_id), key, spec.workdir,
+            r.nodes, r.cpus, r.gpus, r.memory_mb, r.walltime_s, r.queue, r.account,
+            json.dumps(list(spec.expected_files)) if spec.expected_files else "[]",
+            json.dumps(spec.env) if spec.env else "{}", spec.max_retries,
+            int(bool(spec.after_ok or spec.after_fail or spec.after_any)), "PENDING", 1, now, now,
+        )  # fmt: skip
 
     def flush(self) -> int:
         """Send held jobs to the scheduler now; returns how many were sent."""
@@ -463,29 +461,20 @@ class Housekeeper:
         self._sync()
         return JobTable(self._frame(wanted))
 
+    _FRAME_SCHEMA: dict[str, Any] = {
+        "job_id": pl.Int64, "name": pl.Utf8, "status": pl.Utf8, "reason": pl.Utf8, "attempt": pl.Int32,
+        "scheduler_id": pl.Utf8, "job_subdir": pl.Utf8, "exit_code": pl.Int32, "signal": pl.Int32,
+        "submitted_at": pl.Float64, "started_at": pl.Float64, "ended_at": pl.Float64, "created_at": pl.Float64,
+        "nodes": pl.Int32, "cpus": pl.Int32, "gpus": pl.Int32, "memory_mb": pl.Int64, "walltime_s": pl.Int64,
+        "queue": pl.Utf8, "account": pl.Utf8, "max_retries": pl.Int32, "native_state": pl.Utf8,
+    }  # fmt: skip
+
     def _frame(self, statuses: list[str] | None = None) -> pl.DataFrame:
         where = "1"
-        params: list[Any] = []
-        if statuses is not None:
-            where = f"status IN ({','.join('?' * len(statuses))})"
-            params = statuses
-        query = (
-            "SELECT job_id, name, status, reason, attempt, scheduler_id, job_subdir, exit_code, signal,"
-            " submitted_at, started_at, ended_at, created_at, nodes, cpus, gpus, memory_mb, walltime_s, queue,"
-            " account, max_retries, native_state, command, workdir"
-            f" FROM jobs WHERE {where} ORDER BY job_id"
-        )
-        cursor = self.store.conn.execute(query, params)
-        names = [d[0] for d in cursor.description]
-        schema = {
-            "job_id": pl.Int64, "name": pl.Utf8, "status": pl.Utf8, "reason": pl.Utf8, "attempt": pl.Int32,
-            "scheduler_id": pl.Utf8, "job_subdir": pl.Utf8, "exit_code": pl.Int32, "signal": pl.Int32,
-            "submitted_at": pl.Float64, "started_at": pl.Float64, "ended_at": pl.Float64,
-            "created_at": pl.Float64, "nodes": pl.Int32, "cpus": pl.Int32, "gpus": pl.Int32,
-            "memory_mb": pl.Int64, "walltime_s": pl.Int64, "queue": pl.Utf8, "account": pl.Utf8,
-            "max_retries": pl.Int32, "native_state": pl.Utf8, "command": pl.Utf8, "workdir": pl.Utf8,
-        }  # fmt: skip
-        frame = pl.DataFrame(cursor.fetchall(), schema=[(n, schema[n]) for n in names], orient="row")
+        if statuses is not None:  # values are JobStatus names, checked by the caller
+            where = "status IN (" + ",".join(f"'{s}'" for s in statuses) + ")"
+        query = f"SELECT {', '.join(self._FRAME_SCHEMA)} FROM jobs WHERE {where} ORDER BY job_id"
+        frame = _read_frame(self.db_path, self.store, query, self._FRAME_SCHEMA)
         times = ["submitted_at", "started_at", "ended_at", "created_at"]
         return frame.with_columns(
             pl.col("status").cast(_STATUS_ENUM),
@@ -589,7 +578,11 @@ class Housekeeper:
         if suffix not in (".json", ".parquet"):
             raise InvalidArgumentError("path", path, "must end in .json or .parquet")
         self._sync()
-        jobs = self._frame()
+        jobs = self._frame().join(
+            pl.DataFrame(self.store.conn.execute("SELECT job_id, command, workdir FROM jobs").fetchall(),
+                         schema={"job_id": pl.Int64, "command": pl.Utf8, "workdir": pl.Utf8}, orient="row"),
+            on="job_id", how="left",
+        )  # fmt: skip
         cursor = self.store.conn.execute(
             "SELECT job_id, attempt, scheduler_id, status, reason, native_state, exit_code, signal,"
             " submitted_at, started_at, ended_at, detail FROM attempts ORDER BY job_id, attempt"
@@ -648,6 +641,22 @@ class Housekeeper:
 
     def __repr__(self) -> str:
         return f"housekeeper(jobs_dir={self.jobs_dir!r})"
+
+
+def _read_frame(db_path: str, store: Store, query: str, schema: dict[str, Any]) -> pl.DataFrame:
+    """Columns straight into Arrow through ADBC's SQLite driver (no Python object per row);
+    the standard sqlite3 module where the driver is missing."""
+    try:
+        import adbc_driver_sqlite.dbapi as adbc
+    except ImportError:
+        cursor = store.conn.execute(query)
+        return pl.DataFrame(cursor.fetchall(), schema=list(schema.items()), orient="row")
+    store.conn.commit()  # nothing of ours may be in flight; readers see the last commit
+    with adbc.connect(f"file:{db_path}?mode=ro") as conn:
+        frame = pl.read_database(query, conn)
+    if frame.is_empty():
+        return pl.DataFrame(schema=schema)
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
 
 
 def _close_at_exit(ref: weakref.ref[Housekeeper]) -> None:

@@ -211,10 +211,10 @@ class Engine:
         )  # fmt: skip
 
     def _task_record(self, job: Any, directives: list[str]) -> TaskRecord:
+        folder = f"{self.jobs_dir}/{job['job_subdir']}"  # both parts checked: no separators, no '..'
         return TaskRecord(
-            job_id=job["job_id"], attempt=job["attempt"], name=job["name"],
-            job_dir=jobscript.job_dir(self.jobs_dir, job["job_subdir"]),
-            script=jobscript.script_path(self.jobs_dir, job["job_subdir"], job["name"]),
+            job_id=job["job_id"], attempt=job["attempt"], name=job["name"], job_dir=folder,
+            script=f"{folder}/{job['name']}.sh",
             command=job["command"], workdir=job["workdir"], env=_decode_json(job["env"]),
             expected_files=_decode_json(job["expected_files"]), rules_path=self.rules_path,
             python=sys.executable, directives=directives,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import os
 import re
@@ -29,6 +30,21 @@ def _check_int(parameter: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise InvalidArgumentError(parameter, value, f"must be >= {minimum}")
     return value
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_memory(value: Any) -> int | None:
+    return parse_memory(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_walltime(value: Any) -> int | None:
+    return parse_walltime(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_dir(path: str) -> bool:
+    return os.path.isdir(path)
 
 
 def parse_memory(value: Any, parameter: str = "memory") -> int | None:
@@ -237,14 +253,17 @@ def build_spec(
         workdir_path = os.path.abspath(str(workdir))
     else:
         raise InvalidArgumentError("workdir", workdir, "must be a directory path")
-    if not os.path.isdir(workdir_path):
-        raise InvalidArgumentError("workdir", workdir, "is not an existing directory")
+    # Sweeps submit from one folder a million times: ask the file system once per folder.
+    if not _is_dir(workdir_path):
+        _is_dir.cache_clear()
+        if not os.path.isdir(workdir_path):
+            raise InvalidArgumentError("workdir", workdir, "is not an existing directory")
     resources = Resources(
         nodes=_check_int("nodes", nodes, 1),
         cpus=_check_int("cpus", cpus, 1),
         gpus=_check_int("gpus", gpus, 0),
-        memory_mb=parse_memory(memory),
-        walltime_s=parse_walltime(walltime),
+        memory_mb=_cached_memory(memory) if isinstance(memory, (str, int)) else parse_memory(memory),
+        walltime_s=_cached_walltime(walltime) if isinstance(walltime, (str, int, _dt.timedelta)) else parse_walltime(walltime),
         queue=queue,
         account=account,
     )

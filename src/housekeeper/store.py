@@ -263,15 +263,10 @@ class Store:
             return
         cols = ",".join(JOB_INSERT_COLUMNS)
         marks = ",".join("?" * len(JOB_INSERT_COLUMNS))
-        status_i = JOB_INSERT_COLUMNS.index("created_at")
         with self.transaction() as cur:
             cur.executemany(f"INSERT INTO jobs({cols}) VALUES ({marks})", rows)
             cur.executemany(
                 "INSERT INTO attempts(job_id, attempt, status) VALUES (?, 1, 'PENDING')", [(r[0],) for r in rows]
-            )
-            cur.executemany(
-                "INSERT INTO events(job_id, attempt, at, status) VALUES (?, 1, ?, 'PENDING')",
-                [(r[0], r[status_i]) for r in rows],
             )
             if deps:
                 cur.executemany("INSERT OR IGNORE INTO deps(job_id, parent_id, kind) VALUES (?, ?, ?)", deps)
@@ -342,10 +337,6 @@ class Store:
             )
             if cur.rowcount != len(job_attempts):
                 raise _ClaimLost
-            cur.executemany(
-                "UPDATE attempts SET submission_id=? WHERE job_id=? AND attempt=?",
-                [(submission_id, j, a) for j, a in job_attempts],
-            )
         return submission_id
 
     def try_claim(self, job_attempts: Sequence[tuple[int, int]], token: str, owner: str, script: str) -> int | None:
@@ -359,7 +350,9 @@ class Store:
         cur = self.conn.cursor()
         cur.row_factory = sqlite3.Row
         return cur.execute(
-            "SELECT * FROM jobs WHERE status='PENDING' AND submission_id IS NULL ORDER BY job_id"
+            "SELECT job_id, attempt, has_deps, name, command, job_subdir, workdir, nodes, cpus, gpus, memory_mb,"
+            " walltime_s, queue, account, env, expected_files FROM jobs"
+            " WHERE status='PENDING' AND submission_id IS NULL ORDER BY job_id"
         ).fetchall()
 
     def release_claim(self, submission_id: int, error: str | None = None) -> None:
@@ -385,12 +378,9 @@ class Store:
                 [(sid, at, at, j, a) for j, a, sid in assigned],
             )
             cur.executemany(
-                "UPDATE attempts SET status='QUEUED', scheduler_id=?, submitted_at=? WHERE job_id=? AND attempt=?",
-                [(sid, at, j, a) for j, a, sid in assigned],
-            )
-            cur.executemany(
-                "INSERT INTO events(job_id, attempt, at, status, note) VALUES (?,?,?,'QUEUED',?)",
-                [(j, a, at, f"scheduler id {sid}") for j, a, sid in assigned],
+                "UPDATE attempts SET status='QUEUED', scheduler_id=?, submitted_at=?, submission_id=?"
+                " WHERE job_id=? AND attempt=?",
+                [(sid, at, submission_id, j, a) for j, a, sid in assigned],
             )
 
     # -- the gatekeeper ---------------------------------------------------------------
@@ -450,10 +440,13 @@ class Store:
                     for u in applied
                 ],
             )
+            # Routine moves (QUEUED, RUNNING) are in the attempts' timestamps; events keep what
+            # is worth a line in a job's history: how it ended, and anything with a note.
             cur.executemany(
                 "INSERT INTO events(job_id, attempt, at, status, reason, note) VALUES (?,?,?,?,?,?)",
-                [(u.job_id, u.attempt, now, u.status, u.reason, u.note) for u in applied],
-            )
+                [(u.job_id, u.attempt, now, u.status, u.reason, u.note) for u in applied
+                 if u.status in TERMINAL_NAMES or u.note],
+            )  # fmt: skip
         return applied
 
     def mark_missing(self, job_ids: Sequence[int], at: float) -> None:

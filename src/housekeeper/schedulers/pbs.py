@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import shlex
 import time
@@ -47,6 +48,7 @@ from ..models import JobStatus, Reason, Resources
 from .base import STATUS_SCHEMA, ErrorKind, SubmitRequest, empty_status_frame
 
 __all__ = [
+    "DIALECT_ENV",
     "ERROR_RULES",
     "PBSPRO_NEGATIVE_EXIT",
     "PBSPRO_STATES",
@@ -58,6 +60,7 @@ __all__ = [
     "PbsUnsupportedError",
     "SlurmTorqueDialect",
     "TorqueDialect",
+    "array_task",
     "detect_argvs",
     "detect_dialect",
     "dialect_for",
@@ -881,6 +884,21 @@ def _is_array_parent(job_id: str) -> bool:
     return "[]" in job_id
 
 
+def _index_range(spec: str) -> list[int] | None:
+    """``0-3%2``, ``0-9:2``, ``1,4,7-8`` to the indices; None when unreadable or empty."""
+    spec = spec.split("%", 1)[0].strip()
+    indices: list[int] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        match = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
+        if not match:
+            return None
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) else first
+        step = int(match.group(3)) if match.group(3) else 1
+        indices += range(first, last + 1, max(1, step))
+    return indices or None
+
+
 # --------------------------------------------------------------------------------------------
 # Ids
 # --------------------------------------------------------------------------------------------
@@ -981,6 +999,10 @@ class _PbsDialect:
     def _depend_clauses(self, kind: str, ids: list[str]) -> list[str]:
         return [kind + "".join(f":{i}" for i in ids)] if ids else []
 
+    def can_depend_on(self, scheduler_id: str) -> bool:
+        """Whether a native dependency on this job (or array task) can be expressed."""
+        return True
+
     def _comment(self, req: SubmitRequest) -> list[tuple[str, str]]:
         if not req.comment:
             return []
@@ -1003,6 +1025,42 @@ class _PbsDialect:
 
     def parse_status(self, text: str) -> pl.DataFrame:
         return self.parse_status_text(text)
+
+    def parse_tagged(self, text: str, comment: str) -> list[str]:
+        """Ids of the jobs a submission tagged ``comment`` created (``HK_COMMENT`` in their
+        ``Variable_List``), from a qstat of every job: a single job's id, or an array's subjob
+        ids in index order (from ``array_indices_submitted`` / ``job_array_request``, else from
+        the subjobs listed). Reads JSON and text; raises PbsJsonError like parse_status."""
+        tag = re.sub(r"[^A-Za-z0-9_.:@/+-]", "_", comment)
+        records = (
+            parse_qstat_json(text) if text.lstrip().startswith("{") else parse_qstat_text(text)
+        )
+        found: list[tuple[str, str]] = []  # (job id, array index spec or "")
+        subjobs: dict[str, list[tuple[int, str]]] = {}
+        for job_id, attrs in records:
+            match = _TASK_ID.match(job_id)
+            if match:
+                subjobs.setdefault(_parent_id(job_id), []).append((int(match.group("index")), job_id))
+                continue
+            value = attrs.get("Variable_List.HK_COMMENT")
+            if value is None:
+                variables = re.search(r"(?:^|,)HK_COMMENT=([^,]*)", attrs.get("Variable_List", ""))
+                value = variables.group(1) if variables else None
+            if value is not None and value.strip() == tag:
+                spec = attrs.get("array_indices_submitted") or attrs.get("job_array_request") or ""
+                found.append((job_id, spec))
+        ids: list[str] = []
+        for job_id, spec in found:
+            if not _is_array_parent(job_id):
+                ids.append(job_id)
+                continue
+            indices = _index_range(spec)
+            if indices is not None:
+                seq, _, server = job_id.partition("[]")
+                ids += [f"{seq}[{index}]{server}" for index in indices]
+            else:
+                ids += [i for _, i in sorted(subjobs.get(job_id, []))]
+        return ids
 
     def accounting_argv(self, scheduler_ids: Sequence[str]) -> list[str] | None:
         """None: PBS has no accounting query a user can run; history comes from qstat."""
@@ -1062,6 +1120,11 @@ class PbsProDialect(_PbsDialect):
         options += self._depend(req)
         options += self._comment(req)
         return options
+
+    def can_depend_on(self, scheduler_id: str) -> bool:
+        """PBS Pro cannot depend on one subjob (``1234[7].server``): such a dependant waits in
+        housekeeper until its parent has ended."""
+        return _TASK_ID.match(scheduler_id) is None
 
     def _depend_clauses(self, kind: str, ids: list[str]) -> list[str]:
         subjobs = [i for i in ids if _TASK_ID.match(i)]
@@ -1249,8 +1312,27 @@ class SlurmTorqueDialect(TorqueDialect):
             )
         return super().cancel_argv(scheduler_ids)
 
+    def task_cancel_argv(self, scheduler_ids: Sequence[str]) -> list[str]:
+        """``scancel 1673_2 ...`` for array tasks. The wrappers' qdel cannot stop one task: it
+        reads ``1673_2`` as the number 1673 (the whole array), fails silently (exit 1) on a
+        task's raw id, and a task's raw id can be the array's own id (the last task to start)."""
+        tasks = []
+        for scheduler_id in _unique(scheduler_ids):
+            match = _TASK_ID.match(scheduler_id)
+            if not match:
+                raise ValueError(f"not an array task id: {scheduler_id!r}")
+            tasks.append(f"{match.group('seq')}_{match.group('index')}")
+        return ["scancel", *tasks]
+
     def _builder(self) -> _RowBuilder:
         return _RowBuilder(SLURM_TORQUE_STATES, TORQUE_NEGATIVE_EXIT, _WRAPPER_FIELDS, wrapper=True)
+
+
+def array_task(scheduler_id: str) -> tuple[str, int] | None:
+    """``("1673", 2)`` for an array task id ``1673[2]`` (any dialect; the server suffix is
+    dropped), None for any other id."""
+    match = _TASK_ID.match(scheduler_id)
+    return (match.group("seq"), int(match.group("index"))) if match else None
 
 
 def _wrapper_parent(scheduler_id: str) -> str:
@@ -1313,9 +1395,17 @@ def dialect_for(name: str) -> _PbsDialect:
     return dialects[name]()
 
 
+DIALECT_ENV = "HOUSEKEEPER_PBS_DIALECT"
+
+
 def make_dialect(runner: Any, dialect: str | None = None) -> _PbsDialect:
-    """The dialect named (``"pbspro"``, ``"torque"``, ``"slurm-torque"``), or the one the probes
-    of detect_argvs find, run through ``runner`` (the module itself still does no I/O)."""
+    """The dialect named (``"pbspro"``, ``"torque"``, ``"slurm-torque"``), else the one named by
+    the environment variable ``HOUSEKEEPER_PBS_DIALECT``, else the one the probes of
+    detect_argvs find, run through ``runner`` (the module itself still does no I/O)."""
+    if dialect is None:
+        dialect = os.environ.get(DIALECT_ENV) or None
+        if dialect is not None:
+            log.info("PBS dialect %s set by %s", dialect, DIALECT_ENV)
     if dialect is not None:
         return dialect_for(dialect)
     outputs: dict[str, tuple[int, str, str]] = {}
