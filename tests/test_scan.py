@@ -348,7 +348,7 @@ REAL_LINES = [
 ]
 
 
-@pytest.mark.parametrize(("line", "pattern", "entry"), REAL_LINES, ids=[l[:40] for l, _, _ in REAL_LINES])
+@pytest.mark.parametrize(("line", "pattern", "entry"), REAL_LINES, ids=[text[:40] for text, _, _ in REAL_LINES])
 def test_real_world_line_verdicts(scan_file, tmp_path, line, pattern, entry):
     assert is_error_line(line) == pattern
     if pattern is not None:

@@ -28,7 +28,7 @@ from .models import JobSpec, JobStatus
 from .runner import Runner
 from .scan import DEFAULT_ERROR_PATTERNS
 from .spec import build_spec
-from .store import JOB_INSERT_COLUMNS, Store
+from .store import Store
 
 log = logging.getLogger("housekeeper")
 

@@ -599,7 +599,3 @@ def _write_bytes(path: str, data: bytes, executable: bool = False) -> None:
         mode = os.stat(temporary).st_mode
         os.chmod(temporary, mode | ((mode & 0o444) >> 2))  # x where r, honouring the umask
     os.replace(temporary, path)
-
-
-def status_of(value: str) -> JobStatus:
-    return JobStatus(value)

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from .errors import StateError
-from .models import ACTIVE_NAMES, TERMINAL_NAMES, JobStatus
+from .models import TERMINAL_NAMES
 
 log = logging.getLogger("housekeeper")
 
@@ -478,21 +478,8 @@ class Store:
             )
         return True
 
-    def delete_jobs(self, job_ids: Sequence[int]) -> None:
-        with self.transaction() as cur:
-            for table in ("jobs", "attempts", "deps", "events"):
-                cur.executemany(f"DELETE FROM {table} WHERE job_id=?", [(j,) for j in job_ids])
-
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-
-
-def is_active(status: str) -> bool:
-    return status in ACTIVE_NAMES
-
-
-def is_terminal(status: str) -> bool:
-    return JobStatus(status).is_terminal
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
