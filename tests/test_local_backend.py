@@ -350,6 +350,9 @@ def test_two_processes_share_one_jobs_dir(workdir: Path) -> None:
     hk = housekeeper(jobs_dir=workdir / "run", scheduler="local")
     frame = hk.list_jobs()
     assert len(frame) == 50
+    failed = {j: hk.failure_info(j) for j in hk.list_jobs(status="FAILED")["job_id"].to_list()}
+    assert not failed, {j: (i["reason"], i["exit_code"], i["signal"], i["scheduler_state"], i["log_lines"],
+                            hk.job_info(j)["events"]) for j, i in failed.items()}  # fmt: skip
     assert set(frame["status"].to_list()) == {"COMPLETED"}
     done = os.listdir(workdir / "run" / ".housekeeper" / "local" / "done")
     assert len(done) == 50  # every job ran exactly once, the shared ones included
@@ -401,3 +404,25 @@ def test_max_queued_caps_jobs_in_the_scheduler(workdir: Path) -> None:
     assert hk.store.status_counts() == {"COMPLETED": 6}
     assert peak == 2
     hk.close()
+
+
+def test_the_same_job_submitted_by_two_drivers_at_once(workdir: Path) -> None:
+    """Both drivers pass the duplicate check before either commits: the second one's id
+    becomes an alias of the first one's job, and dependencies on it still hold."""
+    first = housekeeper(jobs_dir=workdir / "run", scheduler="local")
+    second = housekeeper(jobs_dir=workdir / "run", scheduler="local")
+    first._last_commit = second._last_commit = time.monotonic() + 3600  # hold both in their buffers
+    a = first.submit("echo shared", name="shared", job_subdir="shared")
+    b = second.submit("echo shared", name="shared", job_subdir="shared")
+    child = second.submit("echo child", name="child", job_subdir="child", after_ok=[b])
+    assert a != b
+    first._commit()
+    second._commit()  # the clash: b is recorded as an alias of a
+    results = second.monitor([b, child], poll_interval=FAST)
+    assert results == {b: JobStatus.COMPLETED, child: JobStatus.COMPLETED}
+    assert second.job_info(b)["job_id"] == a
+    assert second.track(b) is JobStatus.COMPLETED
+    assert len(second.list_jobs()) == 2  # one shared job, one child
+    assert len(os.listdir(workdir / "run" / ".housekeeper" / "local" / "done")) == 2  # it ran once
+    first.close()
+    second.close()

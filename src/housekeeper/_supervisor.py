@@ -101,10 +101,11 @@ def main(argv: list[str]) -> int:
             "comment": entry.get("comment"),
         },
     )  # fmt: skip
-    try:
-        os.unlink(running_path)
-    except FileNotFoundError:
-        pass
+    for leftover in (running_path, running_path[: -len(".json")] + ".pid"):
+        try:
+            os.unlink(leftover)
+        except FileNotFoundError:
+            pass
     return 0
 
 

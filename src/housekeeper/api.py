@@ -187,9 +187,11 @@ class Housekeeper:
             if not self._buffer:
                 return
             rows, deps = self._buffer, self._buffer_deps
-            self.store.insert_jobs(rows, deps)
+            clashes = self.store.insert_jobs(rows, deps)
             self._buffer, self._buffer_deps, self._buffer_keys = [], [], {}
             self._last_commit = time.monotonic()
+            for message in clashes:
+                log.error("housekeeper: %s", message)
 
     def _sync(self) -> None:
         """Before any read or action: buffered jobs to the store, held jobs to the scheduler."""
@@ -202,7 +204,10 @@ class Housekeeper:
         self._commit()
         job = self.store.job(job_id)
         if job is None:
-            raise UnknownJobError(job_id)
+            real = self.store.resolve([job_id]).get(job_id)  # submitted by two drivers at once
+            job = self.store.job(real) if real is not None else None
+            if job is None:
+                raise UnknownJobError(job_id)
         return job
 
     # --------------------------------------------------------------------------- submit
@@ -374,8 +379,9 @@ class Housekeeper:
         return ids
 
     def _statuses(self, ids: list[int]) -> dict[int, str]:
-        found = {j["job_id"]: j["status"] for j in self.store.jobs_by_ids(ids)}
-        return {i: found[i] for i in ids}
+        aliases = self.store.resolve(ids)
+        found = {j["job_id"]: j["status"] for j in self.store.jobs_by_ids([aliases.get(i, i) for i in ids])}
+        return {i: found[aliases.get(i, i)] for i in ids}
 
     # ------------------------------------------------------------------------ actions
     def cancel(self, job_id: int | Sequence[int]) -> list[int]:
@@ -483,7 +489,7 @@ class Housekeeper:
 
     def job_info(self, job_id: int) -> dict[str, Any]:
         """Everything known about a job: its settings, state, files, dependencies and attempts."""
-        self._job(job_id)
+        job_id = self._job(job_id)["job_id"]  # an alias names its job
         self._sync()
         job = self._job(job_id)
         folder = os.path.join(self.jobs_dir, job["job_subdir"])

@@ -101,15 +101,18 @@ class LocalBackend:
         return [scheduler_id]
 
     # -- scheduling ---------------------------------------------------------------------
-    def _alive(self, entry: dict[str, Any], path: str) -> bool:
-        pid = entry.get("pid")
-        if not pid:
+    def _alive(self, entry_path: str) -> bool:
+        """Is the supervisor of this running entry alive? An entry whose launcher has not yet
+        written the pid file counts as alive for a grace period after it was claimed (rename
+        sets ctime, not mtime, so ctime says when)."""
+        launch = _read_json(entry_path[: -len(".json")] + ".pid")
+        if launch is None or not launch.get("pid"):
             try:
-                return time.time() - os.path.getmtime(path) < _LAUNCH_GRACE
+                return time.time() - os.stat(entry_path).st_ctime < _LAUNCH_GRACE
             except OSError:
                 return False
-        start = _process_start(int(pid))
-        return start is not None and start == entry.get("pid_start")
+        start = _process_start(int(launch["pid"]))
+        return start is not None and start == launch.get("pid_start")
 
     def _running(self) -> list[tuple[str, dict[str, Any]]]:
         out = []
@@ -121,15 +124,15 @@ class LocalBackend:
             entry = _read_json(path)
             if entry is None:
                 continue
-            if not self._alive(entry, path) and not os.path.exists(self._path("done", entry["scheduler_id"])):
+            done = self._path("done", entry["scheduler_id"])
+            if os.path.exists(done):  # finished; the supervisor's own clean-up raced with us
+                _remove(path, path[: -len(".json")] + ".pid")
+                continue
+            if not self._alive(path):
                 # The supervisor died without a record (killed, or the machine restarted).
-                _write_json(
-                    self._path("done", entry["scheduler_id"]),
-                    {"scheduler_id": entry["scheduler_id"], "state": "LOST", "ended_at": time.time(),
-                     "comment": entry.get("comment")},
-                )
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+                _write_json(done, {"scheduler_id": entry["scheduler_id"], "state": "LOST", "ended_at": time.time(),
+                                   "comment": entry.get("comment")})  # fmt: skip
+                _remove(path, path[: -len(".json")] + ".pid")
                 continue
             out.append((path, entry))
         return out
@@ -166,11 +169,9 @@ class LocalBackend:
             start_new_session=True, env=env, close_fds=True,
         )  # fmt: skip
         self._children.append(child)
-        entry["pid"] = child.pid
-        entry["pid_start"] = _process_start(child.pid)
-        entry["started_at"] = time.time()
-        if os.path.exists(running_path):
-            _write_json(running_path, entry)
+        # The entry itself is never rewritten (its supervisor may already be removing it).
+        _write_json(running_path[: -len(".json")] + ".pid",
+                    {"pid": child.pid, "pid_start": _process_start(child.pid), "started_at": time.time()})
 
     # -- queries ------------------------------------------------------------------------
     def poll(
@@ -193,11 +194,11 @@ class LocalBackend:
                     "cpu_time_s": done.get("cpu_time_s"), "max_rss_mb": done.get("max_rss_mb"),
                 })  # fmt: skip
                 continue
-            running = _read_json(self._path("running", scheduler_id))
-            if running is not None:
+            if os.path.exists(self._path("running", scheduler_id)):
+                launch = _read_json(self._path("running", scheduler_id)[: -len(".json")] + ".pid") or {}
                 rows.append({
                     "scheduler_id": scheduler_id, "native_state": "RUNNING", "status": "RUNNING",
-                    "started_at": running.get("started_at"), "node": os.uname().nodename,
+                    "started_at": launch.get("started_at"), "node": os.uname().nodename,
                 })  # fmt: skip
                 continue
             if os.path.exists(self._path("queue", scheduler_id)):
@@ -219,10 +220,10 @@ class LocalBackend:
                      "comment": entry.get("comment")},
                 )
                 continue
-            running = _read_json(self._path("running", scheduler_id))
-            if running and running.get("pid") and _process_start(int(running["pid"])) == running.get("pid_start"):
+            launch = _read_json(self._path("running", scheduler_id)[: -len(".json")] + ".pid")
+            if launch and launch.get("pid") and _process_start(int(launch["pid"])) == launch.get("pid_start"):
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(running["pid"]), signal.SIGTERM)
+                    os.kill(int(launch["pid"]), signal.SIGTERM)
 
     def lookup(self, token: str, since: float) -> list[str]:
         """Local job ids submitted with this tag (each local submission is one job)."""
@@ -249,6 +250,12 @@ def _elapsed(done: dict[str, Any]) -> float | None:
     if done.get("started_at") and done.get("ended_at"):
         return float(done["ended_at"]) - float(done["started_at"])
     return None
+
+
+def _remove(*paths: str) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _read_json(path: str) -> dict[str, Any] | None:

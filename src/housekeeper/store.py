@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS submissions (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS submissions_state ON submissions(state);
+CREATE TABLE IF NOT EXISTS aliases (alias_id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL);
 """
 
 # Columns of `jobs` in insert order (everything a new job carries).
@@ -189,6 +190,9 @@ class Store:
                     )
                 if version < SCHEMA_VERSION:
                     self._migrate(version)
+                if "aliases" not in tables:
+                    with self.transaction() as cur:
+                        cur.execute("CREATE TABLE IF NOT EXISTS aliases (alias_id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL)")
                 return
             with self.transaction() as cur:
                 for statement in _SCHEMA.split(";"):
@@ -250,26 +254,69 @@ class Store:
         return (row[0], row[1]) if row else None
 
     def existing_ids(self, ids: Iterable[int]) -> set[int]:
+        """The ids that name a job (aliases included)."""
         wanted = list(set(ids))
         found: set[int] = set()
         for chunk in _chunks(wanted, 900):
             marks = ",".join("?" * len(chunk))
             found.update(r[0] for r in self.conn.execute(f"SELECT job_id FROM jobs WHERE job_id IN ({marks})", chunk))
-        return found
+        return found | set(self.resolve(set(wanted) - found))
 
-    def insert_jobs(self, rows: Sequence[tuple[Any, ...]], deps: Sequence[tuple[int, int, str]]) -> None:
-        """Insert new jobs (tuples in JOB_INSERT_COLUMNS order) and their dependencies in one transaction."""
+    def insert_jobs(self, rows: Sequence[tuple[Any, ...]], deps: Sequence[tuple[int, int, str]]) -> list[str]:
+        """Insert new jobs (tuples in JOB_INSERT_COLUMNS order) and their dependencies in one
+        transaction. A row whose dedup key another process recorded meanwhile (the same job
+        submitted by two drivers at once) becomes an alias of that job, so the id handed out for
+        it stays valid. Returns a message for each row that clashed with a different command."""
         if not rows:
-            return
+            return []
         cols = ",".join(JOB_INSERT_COLUMNS)
         marks = ",".join("?" * len(JOB_INSERT_COLUMNS))
+        key_i = JOB_INSERT_COLUMNS.index("dedup_key")
+        command_i = JOB_INSERT_COLUMNS.index("command")
+        clashes: list[str] = []
         with self.transaction() as cur:
+            taken: dict[str, tuple[int, str]] = {}
+            for chunk in _chunks([r[key_i] for r in rows], 900):
+                marks_in = ",".join("?" * len(chunk))
+                for key, job_id, command in cur.execute(
+                    f"SELECT dedup_key, job_id, command FROM jobs WHERE dedup_key IN ({marks_in})", chunk
+                ):
+                    taken[key] = (job_id, command)
+            aliases: dict[int, int] = {}
+            if taken:
+                fresh = []
+                for row in rows:
+                    hit = taken.get(row[key_i])
+                    if hit is None:
+                        fresh.append(row)
+                        continue
+                    aliases[row[0]] = hit[0]
+                    if hit[1] != row[command_i]:
+                        clashes.append(f"job {row[0]} ({row[key_i][4:]!r}) clashes with job {hit[0]}, recorded "
+                                       f"meanwhile by another process with a different command; it is job {hit[0]}")
+                rows = fresh
+                cur.executemany("INSERT OR IGNORE INTO aliases(alias_id, job_id) VALUES (?, ?)", list(aliases.items()))
             cur.executemany(f"INSERT INTO jobs({cols}) VALUES ({marks})", rows)
             cur.executemany(
                 "INSERT INTO attempts(job_id, attempt, status) VALUES (?, 1, 'PENDING')", [(r[0],) for r in rows]
             )
             if deps:
-                cur.executemany("INSERT OR IGNORE INTO deps(job_id, parent_id, kind) VALUES (?, ?, ?)", deps)
+                parents = list({parent for _, parent, _ in deps} - set(aliases))
+                for chunk in _chunks(parents, 900):  # parents that are aliases recorded earlier
+                    marks_in = ",".join("?" * len(chunk))
+                    aliases.update(cur.execute(f"SELECT alias_id, job_id FROM aliases WHERE alias_id IN ({marks_in})", chunk))
+                mapped = [(job, aliases.get(parent, parent), kind) for job, parent, kind in deps if job not in aliases]
+                cur.executemany("INSERT OR IGNORE INTO deps(job_id, parent_id, kind) VALUES (?, ?, ?)", mapped)
+        return clashes
+
+    def resolve(self, ids: Iterable[int]) -> dict[int, int]:
+        """Aliases among these ids, mapped to the jobs they stand for."""
+        wanted = list(set(ids))
+        found: dict[int, int] = {}
+        for chunk in _chunks(wanted, 900):
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(f"SELECT alias_id, job_id FROM aliases WHERE alias_id IN ({marks})", chunk))
+        return found
 
     # -- reading ----------------------------------------------------------------------
     def job(self, job_id: int) -> dict[str, Any] | None:
