@@ -16,30 +16,16 @@ from housekeeper import JobStatus, housekeeper
 from housekeeper.errors import InvalidArgumentError, JobStateError, UnknownJobError
 
 from .conftest import write
+from .seed import submit_quick_start, write_quick_start_programs
 
 FAST = 0.3  # poll interval for tests
 
 
 def test_quick_start_as_written(workdir: Path) -> None:
-    write(workdir / "process.py", "open('output.fits', 'w').write('x')\nprint('processed')\n")
-    write(workdir / "analyze.py", "print('analysed', open('output.fits').read())\n")
+    write_quick_start_programs(workdir)
     write(workdir / "data.fits", "input")
     hk = housekeeper(jobs_dir="./my_pipeline_run", scheduler="local")
-    job1 = hk.submit(
-        command="python process.py --input data.fits",
-        name="process",
-        job_subdir="preprocessing",
-        cpus=8,
-        memory="32GB",
-        walltime="02:00:00",
-        expected_files=["output.fits"],
-    )
-    job2 = hk.submit(
-        command="python analyze.py --input output.fits",
-        name="analyze",
-        job_subdir="analysis",
-        after_ok=[job1],
-    )
+    job1, job2 = submit_quick_start(hk)
     results = hk.monitor([job1, job2], poll_interval=FAST)
     assert results == {job1: JobStatus.COMPLETED, job2: JobStatus.COMPLETED}
     rows = {job["name"]: job["status"] for job in hk.list_jobs()}

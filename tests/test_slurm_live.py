@@ -21,6 +21,7 @@ from housekeeper import JobStatus, housekeeper
 from housekeeper.runner import Runner
 
 from .conftest import cluster_script, write
+from .seed import submit_quick_start, write_quick_start_programs
 
 pytestmark = pytest.mark.slurm
 FAST = 0.5
@@ -39,24 +40,9 @@ def squeue_ids() -> set[str]:
 # ------------------------------------------------------------- in both accounting modes
 def test_quick_start_verbatim(slurm_mode: str, slurm: Path) -> None:
     workdir = slurm
-    write(workdir / "process.py", "open('output.fits', 'w').write('x')\nprint('processed')\n")
-    write(workdir / "analyze.py", "print('analysed', open('output.fits').read())\n")
+    write_quick_start_programs(workdir)
     hk = housekeeper(jobs_dir="./my_pipeline_run")  # auto-detects SLURM
-    job1 = hk.submit(
-        command="python process.py --input data.fits",
-        name="process",
-        job_subdir="preprocessing",
-        cpus=8,
-        memory="32GB",
-        walltime="02:00:00",
-        expected_files=["output.fits"],
-    )
-    job2 = hk.submit(
-        command="python analyze.py --input output.fits",
-        name="analyze",
-        job_subdir="analysis",
-        after_ok=[job1],
-    )
+    job1, job2 = submit_quick_start(hk)
     results = hk.monitor([job1, job2], poll_interval=2)
     assert hk.scheduler == "slurm"
     assert results == {job1: JobStatus.COMPLETED, job2: JobStatus.COMPLETED}
