@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -21,7 +20,6 @@ import msgspec
 import polars as pl
 
 from . import jobscript
-from ._task import TaskRecord, prepare, write_manifest
 from .checks import Rules
 from .errors import SchedulerError
 from .models import ExitRecord, JobStatus, Reason, Resources
@@ -210,15 +208,15 @@ class Engine:
             spool_dir=self.spool_dir if array_size else None, comment=comment,
         )  # fmt: skip
 
-    def _task_record(self, job: Any, directives: list[str]) -> TaskRecord:
+    def _script(self, job: Any, directives: list[str]) -> tuple[str, str]:
+        """(path, text) of a job's script for its current attempt."""
         folder = f"{self.jobs_dir}/{job['job_subdir']}"  # both parts checked: no separators, no '..'
-        return TaskRecord(
-            job_id=job["job_id"], attempt=job["attempt"], name=job["name"], job_dir=folder,
-            script=f"{folder}/{job['name']}.sh",
-            command=job["command"], workdir=job["workdir"], env=_decode_json(job["env"]),
-            expected_files=_decode_json(job["expected_files"]), rules_path=self.rules_path,
-            python=sys.executable, directives=directives,
+        text = jobscript.render_job_script(
+            job_id=job["job_id"], attempt=job["attempt"], name=job["name"], command=job["command"],
+            folder=folder, workdir=job["workdir"], env=_decode_json(job["env"]),
+            expected_files=_decode_json(job["expected_files"]), rules_path=self.rules_path, directives=directives,
         )  # fmt: skip
+        return f"{folder}/{job['name']}.sh", text
 
     def _submit_group(self, jobs: list[Any], deps: tuple[tuple[str, tuple[str, ...]], ...]) -> int:
         token = f"hk:{uuid.uuid4().hex[:16]}"
@@ -232,18 +230,20 @@ class Engine:
                 job = jobs[0]
                 request = self._request(job, deps, jobscript.script_path(self.jobs_dir, job["job_subdir"], job["name"]),
                                         token)  # fmt: skip
-                prepare(self._task_record(job, self.backend.directives(request)))
+                path, text = self._script(job, self.backend.directives(request))
+                jobscript.install_script(path, text, job["attempt"] - 1)
             else:
-                # Array tasks create their own folder and script when they start (see _task.py).
+                # Array tasks install their own folder and (ready-made) script when they start,
+                # so this does not wait on a mkdir per job (see jobscript.render_array_script).
                 os.makedirs(self.array_dir, exist_ok=True)
                 os.makedirs(self.spool_dir, exist_ok=True)
                 base = os.path.join(self.array_dir, str(submission_id))
                 note = [f"# sent as one task of the array in {base}.sh"]
-                write_manifest(base, [self._task_record(job, note) for job in jobs])
+                width = jobscript.write_array_manifest(base, [self._script(job, note) for job in jobs])
                 request = self._request(jobs[0], deps, base + ".sh", token, array_size=len(jobs))
                 request.name = jobs[0]["name"] if len({j["name"] for j in jobs}) == 1 else "hk-array"
                 text = jobscript.render_array_script(
-                    directives=self.backend.directives(request), manifest=base, count=len(jobs)
+                    directives=self.backend.directives(request), manifest=base, width=width, count=len(jobs)
                 )
                 _write_text(base + ".sh", text, executable=True)
         except OSError as exc:

@@ -74,6 +74,14 @@ def render_job_script(
         f"HK_PYTHON={q(python or sys.executable)}",
         "export HK_JOB_ID HK_ATTEMPT HK_JOB_DIR",
         'mkdir -p "$HK_JOB_DIR"',
+        # Started as an array task (see render_array_script): keep the previous attempt's files.
+        'if [ -n "${HK_ROTATE:-}" ] && [ "$HK_ATTEMPT" -gt 1 ]; then',
+        "  for hk_f in stdout.log stderr.log status.json running.json; do",
+        '    hk_old="$HK_JOB_DIR/${hk_f%.*}.$((HK_ATTEMPT - 1)).${hk_f##*.}"',
+        '    if [ -e "$HK_JOB_DIR/$hk_f" ] && [ ! -e "$hk_old" ]; then mv -f "$HK_JOB_DIR/$hk_f" "$hk_old"; fi',
+        "  done",
+        "fi",
+        "unset HK_ROTATE",
         'exec >>"$HK_JOB_DIR/stdout.log" 2>>"$HK_JOB_DIR/stderr.log"',
         f"cd {q(workdir)} || {{ echo \"housekeeper: cannot cd to {workdir}\" >&2; exit 1; }}",
     ]
@@ -112,20 +120,59 @@ def render_job_script(
     return "\n".join(lines)
 
 
-def render_array_script(*, directives: Sequence[str], manifest: str, count: int, python: str | None = None) -> str:
-    """The script an array submission hands the scheduler: task i launches job i of the manifest."""
+def install_script(path: str, text: str, finished_attempt: int = 0) -> None:
+    """Create the job's folder (keeping a finished attempt's files beside it) and write its
+    script, executable where readable (the umask decides the rest)."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    if finished_attempt:
+        rotate_attempt_files(folder, finished_attempt)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as handle:
+        handle.write(text)
+    mode = os.stat(temporary).st_mode
+    os.chmod(temporary, mode | ((mode & 0o444) >> 2))
+    os.replace(temporary, path)
+
+
+def write_array_manifest(base: str, scripts: Sequence[tuple[str, str]]) -> int:
+    """The job scripts of an array, ready-made, in `<base>.tasks`, and an index `<base>.index`
+    of fixed-width lines (offset, length, script path) so that task i finds its script with one
+    seek. Returns the index line width."""
+    blobs = [text.encode() for _, text in scripts]
+    lines: list[bytes] = []
+    offset = 0
+    for (path, _), blob in zip(scripts, blobs):
+        lines.append(f"{offset} {len(blob)} {path}".encode())
+        offset += len(blob)
+    width = max(len(line) for line in lines) + 1
+    index = b"".join(line.ljust(width - 1) + b"\n" for line in lines)
+    for suffix, data in ((".tasks", b"".join(blobs)), (".index", index)):
+        temporary = f"{base}{suffix}.{os.getpid()}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, base + suffix)
+    return width
+
+
+def render_array_script(*, directives: Sequence[str], manifest: str, width: int, count: int) -> str:
+    """The script an array submission hands the scheduler: task i installs job i's ready-made
+    script in its folder and runs it (plain bash: no interpreter starts twice per task)."""
     q = shlex.quote
+    index, tasks = q(manifest + ".index"), q(manifest + ".tasks")
     return "\n".join(
         [
             "#!/bin/bash",
             *directives,
-            f"# housekeeper array of {count} jobs: task i prepares and runs job i of {manifest}.tasks",
+            f"# housekeeper array of {count} jobs: task i installs and runs job i's script from {manifest}.tasks",
             "hk_index=${SLURM_ARRAY_TASK_ID:-${PBS_ARRAY_INDEX:-${PBS_ARRAYID:-}}}",
             'if [ -z "$hk_index" ]; then echo "housekeeper: no array task index in the environment" >&2; exit 2; fi',
-            # The launcher needs the package; the job gets its own PYTHONPATH back (see _task.py).
-            'export HK_PYTHONPATH_WAS="${PYTHONPATH-__unset__}"',
-            f"export PYTHONPATH={q(PACKAGE_PARENT)}${{PYTHONPATH:+:$PYTHONPATH}}",
-            f'exec {q(python or sys.executable)} -m housekeeper._task {q(manifest)} "$hk_index"',
+            f'read -r hk_at hk_len hk_script < <(dd if={index} bs={width} skip="$hk_index" count=1 2>/dev/null)',
+            'if [ -z "$hk_script" ]; then echo "housekeeper: no job for array index $hk_index" >&2; exit 2; fi',
+            'mkdir -p "${hk_script%/*}" || exit 1',
+            f'tail -c +"$((hk_at + 1))" {tasks} | head -c "$hk_len" > "$hk_script.$$.tmp" || exit 1',
+            'chmod +x "$hk_script.$$.tmp" && mv -f "$hk_script.$$.tmp" "$hk_script" || exit 1',
+            'HK_ROTATE=1 exec /bin/bash "$hk_script"',
             "",
         ]
     )
