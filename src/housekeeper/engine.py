@@ -239,7 +239,7 @@ class Engine:
                 os.makedirs(self.spool_dir, exist_ok=True)
                 base = os.path.join(self.array_dir, str(submission_id))
                 note = [f"# sent as one task of the array in {base}.sh"]
-                width = jobscript.write_array_manifest(base, [self._script(job, note) for job in jobs])
+                width = jobscript.write_array_manifest(base, (self._script(job, note) for job in jobs))
                 request = self._request(jobs[0], deps, base + ".sh", token, array_size=len(jobs))
                 request.name = jobs[0]["name"] if len({j["name"] for j in jobs}) == 1 else "hk-array"
                 text = jobscript.render_array_script(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 HK_DIR = ".housekeeper"
 STATUS_FILE = "status.json"
@@ -135,23 +135,25 @@ def install_script(path: str, text: str, finished_attempt: int = 0) -> None:
     os.replace(temporary, path)
 
 
-def write_array_manifest(base: str, scripts: Sequence[tuple[str, str]]) -> int:
+def write_array_manifest(base: str, scripts: Iterable[tuple[str, str]]) -> int:
     """The job scripts of an array, ready-made, in `<base>.tasks`, and an index `<base>.index`
     of fixed-width lines (offset, length, script path) so that task i finds its script with one
-    seek. Returns the index line width."""
-    blobs = [text.encode() for _, text in scripts]
-    lines: list[bytes] = []
+    seek. Streams: holds one script at a time. Returns the index line width."""
+    entries: list[bytes] = []
     offset = 0
-    for (path, _), blob in zip(scripts, blobs):
-        lines.append(f"{offset} {len(blob)} {path}".encode())
-        offset += len(blob)
-    width = max(len(line) for line in lines) + 1
-    index = b"".join(line.ljust(width - 1) + b"\n" for line in lines)
-    for suffix, data in ((".tasks", b"".join(blobs)), (".index", index)):
-        temporary = f"{base}{suffix}.{os.getpid()}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, base + suffix)
+    temporary = f"{base}.tasks.{os.getpid()}.tmp"
+    with open(temporary, "wb") as tasks:
+        for path, text in scripts:
+            blob = text.encode()
+            tasks.write(blob)
+            entries.append(f"{offset} {len(blob)} {path}".encode())
+            offset += len(blob)
+    os.replace(temporary, base + ".tasks")
+    width = max(len(entry) for entry in entries) + 1
+    temporary = f"{base}.index.{os.getpid()}.tmp"
+    with open(temporary, "wb") as index:
+        index.writelines(entry.ljust(width - 1) + b"\n" for entry in entries)
+    os.replace(temporary, base + ".index")
     return width
 
 
