@@ -260,8 +260,8 @@ class ExitEntry(NamedTuple):
     meaning: str
 
 
-PBSPRO_NEGATIVE_EXIT: dict[int, ExitEntry] = {
-    # JOB_EXEC_* codes set by MOM (OpenPBS src/include/job.h); the script never ran to its end.
+# JOB_EXEC_* codes -1..-7, the same in PBS Pro/OpenPBS and Torque (their common OpenPBS root).
+_JOB_EXEC_COMMON: dict[int, ExitEntry] = {
     -1: ExitEntry(
         JobStatus.FAILED,
         Reason.SCHEDULER_ERROR,
@@ -289,6 +289,11 @@ PBSPRO_NEGATIVE_EXIT: dict[int, ExitEntry] = {
         Reason.SCHEDULER_ERROR,
         "JOB_EXEC_BADRESRT: restart from checkpoint failed",
     ),
+}
+
+PBSPRO_NEGATIVE_EXIT: dict[int, ExitEntry] = {
+    # JOB_EXEC_* codes set by MOM (OpenPBS src/include/job.h); the script never ran to its end.
+    **_JOB_EXEC_COMMON,  # the codes both inherit
     -10: ExitEntry(
         JobStatus.FAILED, Reason.SCHEDULER_ERROR, "JOB_EXEC_FAILUID: invalid uid/gid for the job"
     ),
@@ -351,33 +356,7 @@ PBSPRO_NEGATIVE_EXIT: dict[int, ExitEntry] = {
 
 TORQUE_NEGATIVE_EXIT: dict[int, ExitEntry] = {
     # Torque's JOB_EXEC_* codes (4.2+).
-    -1: ExitEntry(
-        JobStatus.FAILED,
-        Reason.SCHEDULER_ERROR,
-        "JOB_EXEC_FAIL1: exec failed before files, no retry",
-    ),
-    -2: ExitEntry(
-        JobStatus.FAILED,
-        Reason.SCHEDULER_ERROR,
-        "JOB_EXEC_FAIL2: exec failed after files, no retry",
-    ),
-    -3: ExitEntry(
-        JobStatus.FAILED, Reason.NODE_FAIL, "JOB_EXEC_RETRY: exec failed on the node, retried"
-    ),
-    -4: ExitEntry(
-        JobStatus.FAILED, Reason.NODE_FAIL, "JOB_EXEC_INITABT: aborted when MOM restarted"
-    ),
-    -5: ExitEntry(
-        JobStatus.FAILED, Reason.NODE_FAIL, "JOB_EXEC_INITRST: aborted on MOM restart, checkpointed"
-    ),
-    -6: ExitEntry(
-        JobStatus.FAILED, Reason.NODE_FAIL, "JOB_EXEC_INITRMG: aborted on MOM restart, may migrate"
-    ),
-    -7: ExitEntry(
-        JobStatus.FAILED,
-        Reason.SCHEDULER_ERROR,
-        "JOB_EXEC_BADRESRT: restart from checkpoint failed",
-    ),
+    **_JOB_EXEC_COMMON,  # the codes both inherit
     -8: ExitEntry(
         JobStatus.FAILED,
         Reason.SCHEDULER_ERROR,
