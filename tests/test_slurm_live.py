@@ -293,10 +293,13 @@ def test_dozens_of_jobs_really_run_at_once(slurm_cluster: Path, slurm: Path) -> 
 def test_retried_jobs_go_out_again_as_an_array_and_keep_their_logs(slurm_cluster: Path, slurm: Path) -> None:
     hk = make(slurm)
     flaky = 'if [ -e "$HK_JOB_DIR/status.1.json" ]; then echo second; else echo first; exit 1; fi'
-    ids = [hk.submit(f"{flaky}; echo {i}", name=f"r{i}", job_subdir=f"r_{i}", max_retries=1) for i in range(6)]
+    ids = [hk.submit(f"{flaky}; echo {i}", name=f"r{i}", job_subdir=f"r_{i}") for i in range(6)]
+    assert set(hk.monitor(ids, poll_interval=FAST, timeout=240).values()) == {JobStatus.FAILED}
+    assert hk._runner.calls["sbatch"] == 1
+    assert hk.retry(ids) == [2] * 6
+    assert hk._runner.calls["sbatch"] == 2  # retried together: one array, not six submissions
     results = hk.monitor(ids, poll_interval=FAST, timeout=240)
     assert set(results.values()) == {JobStatus.COMPLETED}
-    assert hk._runner.calls["sbatch"] == 2  # the first attempts as one array, the retries as another
     for i in range(6):
         folder = slurm / "run" / f"r_{i}"
         assert (folder / "stdout.1.log").read_text() == "first\n"
