@@ -121,6 +121,7 @@ class Housekeeper:
         self._buffer: list[tuple[Any, ...]] = []
         self._buffer_deps: list[tuple[int, int, str]] = []
         self._buffer_keys: dict[str, tuple[int, str]] = {}
+        self._buffer_ids: set[int] = set()  # ids in the buffer, for dependency checks
         self._last_commit = 0.0
         self._ids: Iterator[int] = iter(())
         self._ids_left = 0
@@ -189,6 +190,7 @@ class Housekeeper:
             rows, deps = self._buffer, self._buffer_deps
             clashes = self.store.insert_jobs(rows, deps)
             self._buffer, self._buffer_deps, self._buffer_keys = [], [], {}
+            self._buffer_ids = set()
             self._last_commit = time.monotonic()
             for message in clashes:
                 log.error("housekeeper: %s", message)
@@ -258,6 +260,7 @@ class Housekeeper:
             self._check_parents(spec)
             job_id = self._next_id()
             self._buffer.append(self._row(job_id, key, spec))
+            self._buffer_ids.add(job_id)
             for parameter, kind in (("after_ok", "ok"), ("after_fail", "fail"), ("after_any", "any")):
                 self._buffer_deps.extend((job_id, parent, kind) for parent in getattr(spec, parameter))
             self._buffer_keys[key] = (job_id, spec.command)
@@ -270,9 +273,8 @@ class Housekeeper:
     def _check_parents(self, spec: JobSpec) -> None:
         if not (spec.after_ok or spec.after_fail or spec.after_any):
             return
-        buffered = {row[0] for row in self._buffer}
         for parameter in ("after_ok", "after_fail", "after_any"):
-            ids = [i for i in getattr(spec, parameter) if i not in buffered]
+            ids = [i for i in getattr(spec, parameter) if i not in self._buffer_ids]
             if ids:
                 unknown = set(ids) - self.store.existing_ids(ids)
                 if unknown:
