@@ -140,7 +140,7 @@ def _synthetic_run(root: Path, jobs: int) -> Path:
             "dedup_key": f"dir:spw_{job_id:05d}", "workdir": str(root), "nodes": 1, "cpus": 1, "gpus": 0,
             "memory_mb": 1024, "walltime_s": 3600, "queue": None, "account": None, "expected_files": "[]",
             "env": "{}", "max_retries": 0, "has_deps": 0, "status": "PENDING", "attempt": 1,
-            "created_at": now - 7200, "updated_at": now - 7200,
+            "created_at": now - 7200, "updated_at": now - 7200, "retry_policy": None,
         }  # fmt: skip
         rows.append(tuple(values[c] for c in JOB_INSERT_COLUMNS))
     store.insert_jobs(rows, [])

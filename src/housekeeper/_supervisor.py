@@ -14,6 +14,24 @@ import sys
 import time
 
 KILL_WAIT = 5.0
+MEMORY_EVERY = 0.5  # seconds between looks at the job's memory
+_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+def session_rss_mb(session: int) -> float:
+    """Resident memory of every process in a session (the job's whole process tree), in MB."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+            if int(fields[3]) == session:  # field 6 of stat: the session id
+                total += int(fields[21])  # field 24: resident pages
+        except (OSError, IndexError, ValueError):
+            continue
+    return total * _PAGE_MB
 
 
 def _write_json(path: str, data: dict[str, object]) -> None:
@@ -53,8 +71,11 @@ def main(argv: list[str]) -> int:
         )  # fmt: skip
     walltime = entry.get("walltime_s")
     deadline = started + walltime if walltime else None
-    timed_out = False
+    memory_mb = entry.get("memory_mb")
+    timed_out = out_of_memory = False
     killed_at: float | None = None
+    peak_mb = 0.0
+    next_look = started
     while True:
         try:
             rc = child.wait(timeout=0.2)
@@ -62,6 +83,18 @@ def main(argv: list[str]) -> int:
         except subprocess.TimeoutExpired:
             pass
         now = time.time()
+        if now >= next_look:
+            # Like a scheduler's memory accounting: the whole tree, sampled; over the request
+            # and the job is killed at once (SIGKILL, as the kernel's OOM killer would).
+            next_look = now + MEMORY_EVERY
+            peak_mb = max(peak_mb, session_rss_mb(child.pid))
+            if memory_mb and peak_mb > memory_mb and not out_of_memory and not cancelled:
+                out_of_memory = True
+                killed_at = now
+                try:
+                    os.killpg(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         if deadline is not None and now >= deadline and not timed_out and not cancelled:
             timed_out = True
             killed_at = now
@@ -86,6 +119,8 @@ def main(argv: list[str]) -> int:
     exit_code, sig = (rc, None) if rc >= 0 else (None, -rc)
     if cancelled:
         state = "CANCELLED"
+    elif out_of_memory:
+        state = "OUT_OF_MEMORY"
     elif timed_out:
         state = "TIMEOUT"
     elif rc == 0:
@@ -97,7 +132,7 @@ def main(argv: list[str]) -> int:
         {
             "scheduler_id": scheduler_id, "state": state, "exit_code": exit_code, "signal": sig,
             "started_at": started, "ended_at": ended, "cpu_time_s": usage.ru_utime + usage.ru_stime,
-            "max_rss_mb": usage.ru_maxrss / 1024.0, "host": os.uname().nodename,
+            "max_rss_mb": max(peak_mb, usage.ru_maxrss / 1024.0), "memory_mb": memory_mb, "host": os.uname().nodename,
             "comment": entry.get("comment"),
         },
     )  # fmt: skip

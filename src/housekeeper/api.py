@@ -24,7 +24,7 @@ from .checks import Rules
 from .engine import Backend, Engine
 from .errors import InvalidArgumentError, JobStateError, StateError, UnknownJobError
 from .local import LocalBackend
-from .models import JobSpec, JobStatus
+from .models import RETRYABLE_REASONS, JobSpec, JobStatus, RetryPolicy
 from .runner import Runner
 from .scan import DEFAULT_ERROR_PATTERNS
 from .spec import build_spec
@@ -74,6 +74,7 @@ class Housekeeper:
         lost_after: float = 120.0,
         local_slots: int | None = None,
         fail_fast: bool = False,
+        free_retries: int = 3,
         runner: Runner | None = None,
     ) -> None:
         if not isinstance(jobs_dir, (str, os.PathLike)) or not str(jobs_dir):
@@ -91,6 +92,8 @@ class Housekeeper:
         for parameter, value in (("file_grace", file_grace), ("lost_after", lost_after)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise InvalidArgumentError(parameter, value, "must be a number of seconds >= 0")
+        if isinstance(free_retries, bool) or not isinstance(free_retries, int) or free_retries < 0:
+            raise InvalidArgumentError("free_retries", free_retries, "must be a whole number >= 0")
         if local_slots is not None and (isinstance(local_slots, bool) or not isinstance(local_slots, int) or local_slots < 1):
             raise InvalidArgumentError("local_slots", local_slots, "must be a whole number >= 1")
         self.jobs_dir = os.path.abspath(os.fspath(jobs_dir))
@@ -115,7 +118,7 @@ class Housekeeper:
         if not isinstance(fail_fast, bool):
             raise InvalidArgumentError("fail_fast", fail_fast, "must be True or False")
         self._options = {"max_queued": max_queued, "file_grace": float(file_grace), "lost_after": float(lost_after),
-                         "fail_fast": fail_fast}  # fmt: skip
+                         "fail_fast": fail_fast, "free_retries": free_retries}  # fmt: skip
         self._engine: Engine | None = None
         self._lock = threading.RLock()
         self._buffer: list[tuple[Any, ...]] = []
@@ -233,9 +236,15 @@ class Housekeeper:
         env: dict[str, str] | None = None,
         *,
         workdir: str | os.PathLike[str] | None = None,
+        retry_on: str | Sequence[str] | None = None,
+        escalate: bool | dict[str, Any] | None = None,
     ) -> int:
         """Record a job and return its housekeeper id. The job reaches the scheduler at the
         latest on the next monitor/track/list_jobs/job_info/cancel/flush call or at exit.
+
+        `retry_on`: the failure reasons max_retries applies to (default: all). `escalate`:
+        True (walltime x2 after a timeout, memory x1.5 after oom, the failed node excluded
+        after node_fail) or a dict choosing factors and caps (see docs/retries.md).
 
         Submitting the same job again (same job_subdir, or same name and command) returns the
         existing id and does nothing else."""
@@ -243,6 +252,7 @@ class Housekeeper:
             command=command, name=name, job_subdir=job_subdir, nodes=nodes, cpus=cpus, gpus=gpus, memory=memory,
             walltime=walltime, queue=queue, account=account, expected_files=expected_files, after_ok=after_ok,
             after_fail=after_fail, after_any=after_any, max_retries=max_retries, env=env, workdir=workdir,
+            retry_on=retry_on, escalate=escalate,
         )  # fmt: skip
         with self._lock:
             if self._closed:
@@ -291,6 +301,7 @@ class Housekeeper:
             json.dumps(list(spec.expected_files)) if spec.expected_files else "[]",
             json.dumps(spec.env) if spec.env else "{}", spec.max_retries,
             int(bool(spec.after_ok or spec.after_fail or spec.after_any)), "PENDING", 1, now, now,
+            _encode_policy(spec.retry_policy),
         )  # fmt: skip
 
     def flush(self) -> int:
@@ -399,7 +410,8 @@ class Housekeeper:
     def retry(self, job_id: int | Sequence[int]) -> int | list[int]:
         """Run FAILED or CANCELLED jobs again (a new attempt, same id); dependants that were
         cancelled because of them get another chance too. Jobs retried together go out
-        together (as arrays). Returns the new attempt number (a list of them for a list)."""
+        together (as arrays). A job submitted with `escalate` gets the grown request its last
+        failure calls for. Returns the new attempt number (a list of them for a list)."""
         single = isinstance(job_id, int) and not isinstance(job_id, bool)
         ids = [job_id] if single else job_id
         if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
@@ -408,14 +420,55 @@ class Housekeeper:
         wrong = [j["job_id"] for j in jobs if j["status"] not in ("FAILED", "CANCELLED")]
         if wrong:
             raise JobStateError(f"job(s) {wrong} are not FAILED or CANCELLED; only those can be retried")
-        attempts = []
-        for job in jobs:
-            if not self.store.new_attempt(job["job_id"], job["attempt"], "retried by hand"):
-                raise JobStateError(f"job {job['job_id']} changed while retrying it; look again")
-            self._revive_dependants(job["job_id"])
-            attempts.append(job["attempt"] + 1)
+        attempts = [self._retry_one(job) for job in jobs]
         self._sync()
         return attempts[0] if single else attempts
+
+    def _retry_one(self, job: dict[str, Any]) -> int:
+        from .engine import decode_policy, escalation
+
+        policy = decode_policy(job["retry_policy"])
+        change = escalation(job, job["reason"], job["nodelist"], policy,
+                            self.engine._limits(job["queue"]) if policy else None)  # fmt: skip
+        note = "retried by hand" + (f" ({change.note})" if change.note else "")
+        if not self.store.new_attempt(job["job_id"], job["attempt"], note, kind="manual", memory_mb=change.memory_mb,
+                                      walltime_s=change.walltime_s, exclude=change.exclude):  # fmt: skip
+            raise JobStateError(f"job {job['job_id']} changed while retrying it; look again")
+        self._revive_dependants(job["job_id"])
+        return int(job["attempt"]) + 1
+
+    def retry_failed(self, reason: str | Sequence[str] | None = None) -> list[int]:
+        """Retry every FAILED job (only those that failed with `reason`, a reason or a list of
+        them, when given), all at once: jobs with equal settings go out as one array. Jobs
+        cancelled because of them get another chance too. Returns the ids retried."""
+        wanted: list[str] | None = None
+        if reason is not None:
+            items = [reason] if isinstance(reason, str) else reason
+            if not isinstance(items, Iterable):
+                raise InvalidArgumentError("reason", reason, "must be a failure reason or a list of them")
+            wanted = []
+            for item in items:
+                name = str(getattr(item, "value", item))
+                if name not in RETRYABLE_REASONS and name != "submit_error":
+                    raise InvalidArgumentError(
+                        "reason", reason, f"{item!r} is not a failure reason ({', '.join(RETRYABLE_REASONS)}, submit_error)"
+                    )
+                wanted.append(name)
+        self._sync()
+        where, params = "status='FAILED'", []
+        if wanted is not None:
+            where += f" AND reason IN ({','.join('?' * len(wanted))})"
+            params = wanted
+        jobs = self.store.jobs_where(where + " ORDER BY job_id", params)
+        done = []
+        for job in jobs:
+            try:
+                self._retry_one(job)
+            except JobStateError:  # another process got there first
+                continue
+            done.append(job["job_id"])
+        self._sync()
+        return done
 
     def _revive_dependants(self, job_id: int) -> None:
         todo = [job_id]
@@ -475,6 +528,8 @@ class Housekeeper:
         "submitted_at": pl.Float64, "started_at": pl.Float64, "ended_at": pl.Float64, "created_at": pl.Float64,
         "nodes": pl.Int32, "cpus": pl.Int32, "gpus": pl.Int32, "memory_mb": pl.Int64, "walltime_s": pl.Int64,
         "queue": pl.Utf8, "account": pl.Utf8, "max_retries": pl.Int32, "native_state": pl.Utf8,
+        "retries_used": pl.Int32, "exclude": pl.Utf8, "nodelist": pl.Utf8,
+        "elapsed_s": pl.Float64, "cpu_time_s": pl.Float64, "max_rss_mb": pl.Float64,
     }  # fmt: skip
 
     def _frame(self, statuses: list[str] | None = None) -> pl.DataFrame:
@@ -487,7 +542,48 @@ class Housekeeper:
         return frame.with_columns(
             pl.col("status").cast(_STATUS_ENUM),
             *[(pl.col(c) * 1_000_000).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias(c) for c in times],
+            *efficiency_columns(),
         )
+
+    _ATTEMPT_USAGE_SCHEMA: dict[str, Any] = {
+        "job_id": pl.Int64, "attempt": pl.Int32, "status": pl.Utf8, "reason": pl.Utf8, "name": pl.Utf8,
+        "queue": pl.Utf8, "account": pl.Utf8, "nodes": pl.Int32, "cpus": pl.Int32, "gpus": pl.Int32,
+        "memory_mb": pl.Int64, "walltime_s": pl.Int64, "elapsed_s": pl.Float64, "cpu_time_s": pl.Float64,
+        "max_rss_mb": pl.Float64,
+    }  # fmt: skip
+
+    def efficiency(
+        self,
+        by: str | Sequence[str] = "name",
+        *,
+        percentile: float = 0.95,
+        memory_margin: float = 1.2,
+        time_margin: float = 1.5,
+    ) -> pl.DataFrame:
+        """What each group of jobs asked for and what it used, with a request to make next time.
+
+        `by`: "name", "pattern" (the name with runs of digits as '*': sim_001, sim_002 -> sim_*),
+        "resources" (equal requests), or a list of columns among name, queue, account, nodes,
+        cpus, gpus, memory_mb, walltime_s. Every finished attempt with usage counts (so a
+        timeout or oom tells how much was not enough). The suggestion is the `percentile` of
+        the successful attempts' peak memory times `memory_margin` (and above any request that
+        ran out of memory), their elapsed time times `time_margin` (above any that timed
+        out), and the cores they kept busy; rounded up, in the forms submit() takes."""
+        groups = _efficiency_groups(by)
+        if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 1:
+            raise InvalidArgumentError("percentile", percentile, "must be a fraction in (0, 1], e.g. 0.95")
+        for parameter, value in (("memory_margin", memory_margin), ("time_margin", time_margin)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 100:
+                raise InvalidArgumentError(parameter, value, "must be a factor >= 1, e.g. 1.2")
+        self._sync()
+        query = (
+            "SELECT a.job_id, a.attempt, a.status, a.reason, j.name, j.queue, j.account, j.nodes, j.cpus, j.gpus,"
+            " COALESCE(a.memory_mb, j.memory_mb) AS memory_mb, COALESCE(a.walltime_s, j.walltime_s) AS walltime_s,"
+            " a.elapsed_s, a.cpu_time_s, a.max_rss_mb FROM attempts a JOIN jobs j ON j.job_id = a.job_id"
+            " WHERE a.status IN ('COMPLETED', 'FAILED', 'CANCELLED') ORDER BY a.job_id, a.attempt"
+        )
+        frame = _read_frame(self.db_path, self.store, query, self._ATTEMPT_USAGE_SCHEMA)
+        return efficiency_table(frame, groups, percentile, memory_margin, time_margin)
 
     def job_info(self, job_id: int) -> dict[str, Any]:
         """Everything known about a job: its settings, state, files, dependencies and attempts."""
@@ -665,6 +761,119 @@ def _read_frame(db_path: str, store: Store, query: str, schema: dict[str, Any]) 
     if frame.is_empty():
         return pl.DataFrame(schema=schema)
     return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
+
+
+def efficiency_columns() -> list[pl.Expr]:
+    """Used / requested, per job: cpu (cpu time over elapsed x cores), memory (peak over the
+    request) and time (elapsed over the wall time); null where either side is unknown."""
+
+    def ratio(used: pl.Expr, asked: pl.Expr) -> pl.Expr:
+        return pl.when(asked > 0).then(used / asked).otherwise(None)
+
+    return [
+        ratio(pl.col("cpu_time_s"), pl.col("elapsed_s") * pl.col("cpus") * pl.col("nodes")).alias("cpu_efficiency"),
+        ratio(pl.col("max_rss_mb"), pl.col("memory_mb").cast(pl.Float64)).alias("memory_efficiency"),
+        ratio(pl.col("elapsed_s"), pl.col("walltime_s").cast(pl.Float64)).alias("time_efficiency"),
+    ]
+
+
+_GROUP_COLUMNS = ("name", "queue", "account", "nodes", "cpus", "gpus", "memory_mb", "walltime_s")
+
+
+def _efficiency_groups(by: Any) -> list[str]:
+    if by == "resources":
+        return ["queue", "nodes", "cpus", "gpus", "memory_mb", "walltime_s"]
+    if by in ("name", "pattern"):
+        return [by]
+    items = [by] if isinstance(by, str) else by
+    if not isinstance(items, Iterable) or not items:
+        raise InvalidArgumentError("by", by, "must be 'name', 'pattern', 'resources' or a list of columns")
+    columns = list(items)
+    for column in columns:
+        if column not in _GROUP_COLUMNS:
+            raise InvalidArgumentError(
+                "by", by, f"{column!r} is not one of 'name', 'pattern', 'resources' or {', '.join(_GROUP_COLUMNS)}"
+            )
+    return columns
+
+
+def efficiency_table(
+    attempts: pl.DataFrame, groups: list[str], percentile: float, memory_margin: float, time_margin: float
+) -> pl.DataFrame:
+    """The efficiency() summary of finished attempts (see Housekeeper.efficiency)."""
+    frame = attempts.with_columns(
+        pl.col("name").str.replace_all(r"[0-9]+", "*").alias("pattern"),
+        pl.when(pl.col("elapsed_s") > 0).then(pl.col("cpu_time_s") / pl.col("elapsed_s")).alias("cores_used"),
+    )
+    ok = pl.col("status") == "COMPLETED"
+    q = percentile
+    summary = frame.group_by(groups, maintain_order=True).agg(
+        pl.col("job_id").n_unique().alias("jobs"),
+        pl.len().alias("attempts"),
+        ok.sum().alias("completed"),
+        (pl.col("reason") == "oom").sum().alias("oom"),
+        (pl.col("reason") == "timeout").sum().alias("timeout"),
+        pl.col("cpus").max().alias("cpus_asked") if "cpus" not in groups else pl.col("cpus").first().alias("cpus_asked"),
+        pl.col("memory_mb").max().alias("memory_mb_asked"),
+        pl.col("walltime_s").max().alias("walltime_s_asked"),
+        pl.col("max_rss_mb").filter(ok).median().alias("max_rss_mb_median"),
+        pl.col("max_rss_mb").filter(ok).quantile(q, "higher").alias("max_rss_mb_p"),
+        pl.col("max_rss_mb").max().alias("max_rss_mb_max"),
+        pl.col("elapsed_s").filter(ok).median().alias("elapsed_s_median"),
+        pl.col("elapsed_s").filter(ok).quantile(q, "higher").alias("elapsed_s_p"),
+        pl.col("cores_used").filter(ok).quantile(q, "higher").alias("cores_used_p"),
+        (pl.col("cpu_time_s") / (pl.col("elapsed_s") * pl.col("cpus") * pl.col("nodes"))).filter(ok & (pl.col("elapsed_s") > 0))
+        .median().alias("cpu_efficiency"),
+        (pl.col("max_rss_mb") / pl.col("memory_mb")).filter(ok).median().alias("memory_efficiency"),
+        (pl.col("elapsed_s") / pl.col("walltime_s")).filter(ok).median().alias("time_efficiency"),
+        pl.col("memory_mb").filter(pl.col("reason") == "oom").max().alias("_oom_floor"),
+        pl.col("walltime_s").filter(pl.col("reason") == "timeout").max().alias("_timeout_floor"),
+        (pl.col("cpus") * pl.col("nodes")).max().alias("_cores_asked"),
+    )
+    percent = f"p{round(q * 100)}"
+    memory = pl.max_horizontal(pl.col("max_rss_mb_p") * memory_margin, pl.col("_oom_floor") * 1.25)
+    walltime = pl.max_horizontal(pl.col("elapsed_s_p") * time_margin, pl.col("_timeout_floor") * 1.5, pl.lit(60.0))
+    summary = summary.with_columns(
+        pl.when(pl.col("max_rss_mb_p").is_not_null()).then(_round_memory(memory)).alias("suggested_memory_mb"),
+        pl.when(pl.col("elapsed_s_p").is_not_null()).then((walltime / 60).ceil().cast(pl.Int64) * 60)
+        .alias("suggested_walltime_s"),
+        pl.when(pl.col("cores_used_p").is_not_null())
+        .then(pl.min_horizontal(pl.max_horizontal(pl.col("cores_used_p").ceil(), pl.lit(1.0)), pl.col("_cores_asked")))
+        .cast(pl.Int64).alias("suggested_cpus"),
+    )
+    summary = summary.with_columns(
+        pl.col("suggested_memory_mb").map_elements(_memory_text, return_dtype=pl.Utf8).alias("suggested_memory"),
+        pl.col("suggested_walltime_s").map_elements(_walltime_text, return_dtype=pl.Utf8).alias("suggested_walltime"),
+    )
+    return summary.drop("_oom_floor", "_timeout_floor", "_cores_asked").rename({
+        "max_rss_mb_p": f"max_rss_mb_{percent}", "elapsed_s_p": f"elapsed_s_{percent}", "cores_used_p": f"cores_used_{percent}",
+    })  # fmt: skip
+
+
+def _round_memory(mb: pl.Expr) -> pl.Expr:
+    """Up to 64 MB steps below 1 GB, 256 MB steps above."""
+    step = pl.when(mb < 1024).then(64.0).otherwise(256.0)
+    return ((mb / step).ceil() * step).cast(pl.Int64)
+
+
+def _memory_text(mb: int) -> str:
+    return f"{mb // 1024}GB" if mb % 1024 == 0 else f"{mb}MB"
+
+
+def _walltime_text(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+_POLICY_TEXT: dict[RetryPolicy, str] = {}
+
+
+def _encode_policy(policy: RetryPolicy | None) -> str | None:
+    if policy is None:
+        return None
+    text = _POLICY_TEXT.get(policy)
+    if text is None:
+        text = _POLICY_TEXT[policy] = msgspec.json.encode(policy).decode()
+    return text
 
 
 def _close_at_exit(ref: weakref.ref[Housekeeper]) -> None:

@@ -16,13 +16,16 @@ from .errors import InvalidArgumentError, SchedulerError
 from .jobscript import RUNNING_FILE, STATUS_FILE
 from .models import JobStatus, Reason
 from .runner import Runner
-from .schedulers.base import STATUS_SCHEMA, ErrorKind, SubmitRequest
+from .schedulers.base import STATUS_SCHEMA, ErrorKind, Limits, SubmitRequest
 from .schedulers.pbs import PbsJsonError, array_task
 
 log = logging.getLogger("housekeeper")
 
 SCHEDULERS = ("slurm", "pbs", "local")
 _NO_ACCOUNTING_RECHECK = 600.0  # seconds before asking a cluster without accounting again
+_LIMITS_TTL = 600.0  # seconds a reading of the queues' limits is trusted
+_TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+_USAGE = ("elapsed_s", "cpu_time_s", "max_rss_mb")
 
 
 class CommandBackend:
@@ -36,6 +39,17 @@ class CommandBackend:
         self._max_array_size: int | None = None
         self._default_array_size = default_array_size
         self._no_accounting_until = 0.0
+        self._limits: tuple[float, dict[str | None, Limits]] | None = None
+
+    def limits(self, queue: str | None) -> Limits | None:
+        """What `queue` (None: the default) allows, read once per _LIMITS_TTL; None when the
+        scheduler cannot tell."""
+        if not hasattr(self.dialect, "limits_argv"):
+            return None
+        if self._limits is None or time.time() - self._limits[0] > _LIMITS_TTL:
+            result = self.runner.run(self.dialect.limits_argv(), classify=self.dialect.classify_error)
+            self._limits = (time.time(), self.dialect.parse_limits(result.stdout))
+        return self._limits[1].get(queue)
 
     @property
     def max_array_size(self) -> int:
@@ -48,7 +62,7 @@ class CommandBackend:
         if config_argv is None:
             return self._default_array_size
         try:
-            result = self.runner.run(config_argv(), classify=self.dialect.classify_error)
+            result = self.runner.run(config_argv(), classify=self.dialect.classify_error, whole_lines=True)
             config = self.dialect.parse_config(result.stdout)
         except (SchedulerError, ValueError) as exc:
             log.warning("could not read the cluster's array size limit (%s); using %d", exc, self._default_array_size)
@@ -61,14 +75,53 @@ class CommandBackend:
         return list(self.dialect.directives(req))
 
     def submit(self, req: SubmitRequest) -> list[str]:
-        # Never retried blindly: a timed-out submission may have created the job anyway.
-        result = self.runner.run(
-            self.dialect.submit_argv(req), classify=self.dialect.classify_error, retry_transient=False
-        )
-        base = self.dialect.parse_submit(result.stdout)
+        """Submit; returns the scheduler ids (an array's tasks in index order).
+
+        Never retried blindly: a submission that timed out, failed in transit or whose reply
+        was cut short may have created the job anyway. Its tag (``req.comment``) tells: the
+        jobs found with it are the answer; when none exist the error goes up (transient: the
+        caller may submit again without doubling anything)."""
+        argv = self.dialect.submit_argv(req)
+        since = time.time() - 60
+        try:
+            result = self.runner.run(argv, classify=self.dialect.classify_error, retry_transient=False,
+                                     whole_lines=True)  # fmt: skip
+            base = self.dialect.parse_submit(result.stdout)
+        except SchedulerError as exc:
+            if not exc.transient:
+                raise
+            found = self._submitted_anyway(req, since, exc)
+            if found:
+                return found
+            raise
+        except ValueError as exc:  # a reply that is not an id: did the job go in?
+            found = self._submitted_anyway(req, since, exc)
+            if found:
+                return found
+            raise SchedulerError(argv, result.returncode, result.stderr, result.stdout, transient=True,
+                                 message=f"unreadable reply ({exc})") from None  # fmt: skip
         if req.array_size:
             return list(self.dialect.task_ids(base, req.array_size))
         return [base]
+
+    def _submitted_anyway(self, req: SubmitRequest, since: float, error: Exception) -> list[str] | None:
+        """The ids of the jobs an uncertain submission created, found by its tag; None or []
+        when there are none (or the scheduler cannot tell)."""
+        if not req.comment:
+            return None
+        try:
+            found = self.lookup(req.comment, since)
+        except SchedulerError as exc:
+            log.warning("submission %s failed (%s) and cannot be checked now (%s)", req.comment, error, exc)
+            return None
+        expected = req.array_size or 1
+        if found and len(found) != expected:
+            log.warning("submission %s: the scheduler shows %d of its %d jobs", req.comment, len(found), expected)
+            if req.array_size:
+                return list(self.dialect.task_ids(found[0].split("_")[0], req.array_size))
+        if found:
+            log.warning("submission %s did reach the scheduler despite: %s", req.comment, error)
+        return found
 
     def _status_argv(self, ids: list[str]) -> list[str]:
         dialect = self.dialect
@@ -86,13 +139,16 @@ class CommandBackend:
             self._status_argv(sorted(wanted)),
             classify=self.dialect.classify_error,
             ok_kinds=frozenset({ErrorKind.UNKNOWN_JOB}),
+            whole_lines=True,
         )
         # Some schedulers (PBS) print the jobs they know even when others are unknown.
         frame = self.dialect.parse_status(result.stdout) if result.stdout.strip() else pl.DataFrame(schema=STATUS_SCHEMA)
         frame = frame.filter(pl.col("scheduler_id").is_in(list(wanted)))
         missing = wanted - set(frame.get_column("scheduler_id").to_list())
-        if missing and time.time() >= self._no_accounting_until:
-            argv = self._accounting_argv(sorted(missing), since)
+        # Jobs the queue shows as ended are asked of accounting too: it alone knows what they used.
+        ended = set(frame.filter(pl.col("status").is_in(_TERMINAL)).get_column("scheduler_id").to_list())
+        if (missing or ended) and time.time() >= self._no_accounting_until:
+            argv = self._accounting_argv(sorted(missing | ended), since)
             if argv is not None:
                 result = self.runner.run(
                     argv,
@@ -101,8 +157,9 @@ class CommandBackend:
                 )
                 if result.returncode == 0:
                     accounted = self._parse_accounting(result.stdout, since)
-                    accounted = accounted.filter(pl.col("scheduler_id").is_in(list(missing)))
-                    frame = pl.concat([frame, accounted.unique("scheduler_id", keep="last")])
+                    accounted = accounted.filter(pl.col("scheduler_id").is_in(list(missing | ended)))
+                    accounted = accounted.unique("scheduler_id", keep="last")
+                    frame = _merge_accounting(frame, accounted, missing)
                 elif self.dialect.classify_error(argv, result.returncode, result.stdout, result.stderr) is ErrorKind.NO_ACCOUNTING:
                     log.info("the cluster keeps no accounting; exit records decide")
                     self._no_accounting_until = time.time() + _NO_ACCOUNTING_RECHECK
@@ -128,12 +185,13 @@ class CommandBackend:
         if not (hasattr(dialect, "status_argv_all") and hasattr(dialect, "parse_status_details")):
             return None
         user = getpass.getuser()
-        result = self.runner.run(dialect.status_argv_all(user), classify=dialect.classify_error)
+        result = self.runner.run(dialect.status_argv_all(user), classify=dialect.classify_error, whole_lines=True)
         details = dialect.parse_status_details(result.stdout)
         found = details.filter(pl.col("comment") == token)
         if found.is_empty() and hasattr(dialect, "accounting_argv_all") and time.time() >= self._no_accounting_until:
             argv = dialect.accounting_argv_all(user, since)
-            result = self.runner.run(argv, classify=dialect.classify_error, ok_kinds=frozenset({ErrorKind.NO_ACCOUNTING}))
+            result = self.runner.run(argv, classify=dialect.classify_error, ok_kinds=frozenset({ErrorKind.NO_ACCOUNTING}),
+                                     whole_lines=True)  # fmt: skip
             if result.returncode == 0:
                 found = dialect.parse_accounting_details(result.stdout).filter(pl.col("comment") == token)
         ids = found.get_column("scheduler_id").unique().to_list()
@@ -394,6 +452,17 @@ def _answers(argv: list[str], runner: Runner) -> bool:
     except SchedulerError:
         return False
     return True
+
+
+def _merge_accounting(frame: pl.DataFrame, accounted: pl.DataFrame, missing: set[str]) -> pl.DataFrame:
+    """The queue's rows, with accounting's row in place of a job the queue shows as ended
+    (when accounting agrees it ended; it may lag behind), plus accounting's rows for the jobs
+    that left the queue."""
+    if accounted.is_empty():
+        return frame
+    settled = accounted.filter(pl.col("scheduler_id").is_in(list(missing)) | pl.col("status").is_in(_TERMINAL))
+    kept = frame.filter(~pl.col("scheduler_id").is_in(settled.get_column("scheduler_id").to_list()))
+    return pl.concat([kept, settled])
 
 
 def detect_scheduler(runner: Runner) -> str:

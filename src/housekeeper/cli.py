@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import HousekeeperError, SchedulerError
+from .errors import HousekeeperError, InvalidArgumentError, SchedulerError
 from .models import JobStatus, Reason
 from .progress import STATUS_ORDER, TERMINAL, Progress, format_duration, summary
 
@@ -380,6 +380,50 @@ def cmd_ls(args: argparse.Namespace, out: _Out) -> int:
     return EXIT_OK
 
 
+def cmd_efficiency(args: argparse.Namespace, out: _Out) -> int:
+    by: Any = args.by
+    if by not in ("name", "pattern", "resources"):
+        by = [c.strip() for c in by.split(",") if c.strip()]
+    reader = _reader(args)
+    try:
+        try:
+            frame = reader.efficiency(by=by)
+        except InvalidArgumentError as exc:
+            raise UsageError(f"--by {args.by}: {exc.problem}") from None
+    finally:
+        reader.close()
+    if args.json:
+        _print_json(frame.to_dicts())
+        return EXIT_OK
+    keys = [c for c in frame.columns if c in ("name", "pattern", "queue", "account", "nodes", "cpus", "gpus",
+                                               "memory_mb", "walltime_s")]  # fmt: skip
+    p = next((c for c in frame.columns if c.startswith("max_rss_mb_p")), "max_rss_mb_p95")[len("max_rss_mb_"):]
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value * 100:.0f}%"
+
+    def mb(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}M"
+
+    rows = []
+    for g in frame.iter_rows(named=True):
+        rows.append([
+            " ".join(str(g[k]) for k in keys), g["jobs"], g["completed"], g["oom"], g["timeout"],
+            mb(g["memory_mb_asked"]), mb(g[f"max_rss_mb_{p}"]), pct(g["memory_efficiency"]),
+            format_duration(g["walltime_s_asked"]), format_duration(g[f"elapsed_s_{p}"]), pct(g["time_efficiency"]),
+            g["cpus_asked"], pct(g["cpu_efficiency"]),
+            " ".join(x for x in (g["suggested_memory"], g["suggested_walltime"],
+                                 f"cpus={g['suggested_cpus']}" if g["suggested_cpus"] else None) if x) or "-",
+        ])  # fmt: skip
+    headers = ["GROUP", "JOBS", "OK", "OOM", "TIMEOUT", "MEM", f"RSS_{p.upper()}", "MEM_EFF", "TIME",
+               f"RUN_{p.upper()}", "TIME_EFF", "CPUS", "CPU_EFF", "SUGGESTED"]  # fmt: skip
+    for line in _table(headers, rows, right=[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], out=out):
+        _print(line)
+    if not rows:
+        _print("(no finished jobs yet)")
+    return EXIT_OK
+
+
 def _tail(path: str, lines: int = 10, max_bytes: int = 16384) -> list[str]:
     try:
         with open(path, "rb") as handle:
@@ -485,13 +529,19 @@ def cmd_show(args: argparse.Namespace, out: _Out) -> int:
         _print()
         _print(out.bold("attempts"))
         rows = []
-        for a in failure["attempts"]:
+        for a, full in zip(failure["attempts"], info["attempts"]):
             code = a["exit_code"] if a["exit_code"] is not None else (f"sig{a['signal']}" if a["signal"] else "")
             ran = format_duration(a["ended_at"] - a["started_at"]) if a["started_at"] and a["ended_at"] else "-"
+            asked = " ".join(x for x in (
+                f"{full['memory_mb']}M" if full.get("memory_mb") else None,
+                format_duration(full["walltime_s"]) if full.get("walltime_s") else None,
+                f"-x {full['exclude']}" if full.get("exclude") else None,
+            ) if x) or "-"  # fmt: skip
+            rss = f"{full['max_rss_mb']:.0f}M" if full.get("max_rss_mb") is not None else "-"
             rows.append([a["attempt"], a["scheduler_id"] or "-", a["status"], a["reason"] or "", code,
-                         _clock(a["submitted_at"]), ran, a["stderr"]])  # fmt: skip
-        for line in _table(["TRY", "SCHED_ID", "STATUS", "REASON", "EXIT", "SUBMITTED", "RAN", "STDERR"], rows,
-                           right=[0], status_col=2, out=out):  # fmt: skip
+                         _clock(a["submitted_at"]), ran, asked, rss, a["stderr"]])  # fmt: skip
+        headers = ["TRY", "SCHED_ID", "STATUS", "REASON", "EXIT", "SUBMITTED", "RAN", "ASKED", "MAX_RSS", "STDERR"]
+        for line in _table(headers, rows, right=[0, 8], status_col=2, out=out):
             _print("  " + line)
     if tail:
         _print()
@@ -760,6 +810,11 @@ def _build(prog: str) -> tuple[argparse.ArgumentParser, dict[str, argparse.Argum
     p.add_argument("jobs", nargs="*", metavar="JOB", help="job ids, ranges (3-9), job_subdirs, names or globs")
     p.add_argument("--failed", action="store_true", help="every FAILED job")
     p.add_argument("--reason", action="append", metavar="R", help="with --failed: only jobs failed for this reason")
+
+    p = add("efficiency", cmd_efficiency, "what each group of jobs asked for, what it used, and what to ask for"
+            " next time", [read, as_json])  # fmt: skip
+    p.add_argument("--by", default="name", metavar="BY",
+                   help="name (default), pattern (digits as *), resources, or columns such as queue,cpus")
 
     p = add("cancel", cmd_cancel, "cancel jobs that have not finished", [as_json, dry])
     p.add_argument("jobs", nargs="*", metavar="JOB", help="job ids, ranges (3-9), job_subdirs, names or globs")

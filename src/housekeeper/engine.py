@@ -8,7 +8,9 @@ poll:  active jobs -> one scheduler status query -> exit records of the finished
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import signal
 import socket
 import time
@@ -22,9 +24,9 @@ import polars as pl
 from . import jobscript
 from .checks import Rules
 from .errors import SchedulerError
-from .models import ExitRecord, JobStatus, Reason, Resources
+from .models import FREE_RETRY_REASONS, ExitRecord, JobStatus, Reason, Resources, RetryPolicy
 from .scan import scan_file
-from .schedulers.base import ErrorKind, SubmitRequest
+from .schedulers.base import ErrorKind, Limits, SubmitRequest
 from .store import Store, Update
 from .verdict import SCHEDULER_REASONS, complete_record, decide, read_record, read_running, reason_from_messages
 
@@ -95,6 +97,7 @@ class Engine:
         file_grace: float = 30.0,
         lost_after: float = 120.0,
         fail_fast: bool = False,
+        free_retries: int = 3,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -105,6 +108,7 @@ class Engine:
         self.file_grace = file_grace
         self.lost_after = lost_after
         self.fail_fast = fail_fast
+        self.free_retries = free_retries
         # fail_fast: where the last look at each running job's logs stopped (offset, line)
         self._scan_from: dict[tuple[int, int, str], tuple[int, int]] = {}
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
@@ -158,7 +162,10 @@ class Engine:
                     break
                 if state is True:
                     continue
-                final_attempt = parent["attempt"] > parent["max_retries"]
+                # Native dependencies only on a last attempt: the scheduler would judge an earlier
+                # one, which a retry replaces. (A free retry after node failure or preemption
+                # still can; _retry then takes the children back, see _withdraw_children.)
+                final_attempt = parent["retries_used"] >= parent["max_retries"]
                 if (
                     self.backend.native_dependencies
                     and parent["status"] in ("QUEUED", "RUNNING")
@@ -184,7 +191,7 @@ class Engine:
         groups: dict[tuple[Any, ...], list[Any]] = {}
         for job, deps in ready:
             key = (job["nodes"], job["cpus"], job["gpus"], job["memory_mb"], job["walltime_s"], job["queue"],
-                   job["account"], job["workdir"], deps)  # fmt: skip
+                   job["account"], job["exclude"], job["workdir"], deps)  # fmt: skip
             groups.setdefault(key, []).append(job)
         sent = 0
         for key, jobs in groups.items():
@@ -198,7 +205,7 @@ class Engine:
         folder = jobscript.job_dir(self.jobs_dir, job["job_subdir"])
         resources = Resources(
             nodes=job["nodes"], cpus=job["cpus"], gpus=job["gpus"], memory_mb=job["memory_mb"],
-            walltime_s=job["walltime_s"], queue=job["queue"], account=job["account"],
+            walltime_s=job["walltime_s"], queue=job["queue"], account=job["account"], exclude=job["exclude"],
         )  # fmt: skip
         return SubmitRequest(
             script_path=script, name=job["name"], resources=resources, workdir=job["workdir"],
@@ -433,7 +440,7 @@ class Engine:
                 reason=outcome.reason.value if outcome.reason else None,
                 native_state=sched.get("native_state") if sched else None, exit_code=outcome.exit_code,
                 signal=outcome.signal, started_at=outcome.started_at, ended_at=outcome.ended_at or now,
-                detail=outcome.detail,
+                detail=outcome.detail, **_usage(sched, record, outcome.started_at, outcome.ended_at),
             ))  # fmt: skip
         if missing:
             self.store.mark_missing(missing, now)
@@ -529,18 +536,60 @@ class Engine:
         }  # fmt: skip
 
     def _retry(self, applied: Sequence[Update]) -> None:
-        failed = [u for u in applied if u.status == "FAILED"]
+        """Failed jobs go again when their policy says so: preemption and node failure first
+        from the free budget, everything else from max_retries; the request grows as the
+        policy's escalation asks."""
+        failed = [u for u in applied if u.status == "FAILED" and u.reason != Reason.SUBMIT_ERROR.value]
         if not failed:
             return
         jobs = {j["job_id"]: j for j in self.store.jobs_by_ids([u.job_id for u in failed])}
+        retried: list[int] = []
         for update in failed:
             job = jobs.get(update.job_id)
-            if job is None or update.reason == Reason.SUBMIT_ERROR.value:
+            if job is None or job["attempt"] != update.attempt:
                 continue
-            if job["attempt"] <= job["max_retries"]:
-                if self.store.new_attempt(job["job_id"], job["attempt"], f"automatic retry after {update.reason}"):
-                    log.info("job %d failed (%s); retry %d of %d", job["job_id"], update.reason,
-                             job["attempt"], job["max_retries"])  # fmt: skip
+            policy = decode_policy(job["retry_policy"])
+            kind = retry_kind(job, update.reason, policy, self.free_retries)
+            if kind is None:
+                continue
+            change = escalation(job, update.reason, update.nodelist, policy, self._limits(job["queue"]))
+            note = f"automatic retry after {update.reason}" + (f" ({change.note})" if change.note else "")
+            if self.store.new_attempt(job["job_id"], job["attempt"], note, kind=kind, memory_mb=change.memory_mb,
+                                      walltime_s=change.walltime_s, exclude=change.exclude):  # fmt: skip
+                retried.append(job["job_id"])
+                left = (f"{job['max_retries'] - job['retries_used'] - 1} of max_retries left" if kind == "retry"
+                        else "not counted against max_retries")  # fmt: skip
+                log.info("job %d failed (%s); attempt %d (%s)%s", job["job_id"], update.reason, job["attempt"] + 1,
+                         left, f"; {change.note}" if change.note else "")  # fmt: skip
+        if retried:
+            self._withdraw_children(retried)
+
+    def _limits(self, queue: str | None) -> Limits | None:
+        limits = getattr(self.backend, "limits", None)
+        if limits is None:
+            return None
+        try:
+            return limits(queue)  # type: ignore[no-any-return]
+        except SchedulerError as exc:
+            log.warning("cannot read the queue's limits (%s); escalating without them", exc)
+            return None
+
+    def _withdraw_children(self, parent_ids: list[int]) -> None:
+        """Children already in the scheduler with a native dependency on an attempt that is
+        being replaced would be judged against the wrong attempt: take them back out, to be
+        sent again once the new attempt is known."""
+        waiting = self.store.children_in_state(parent_ids, "QUEUED")
+        if not waiting:
+            return
+        try:
+            self.backend.cancel([j["scheduler_id"] for j in waiting if j["scheduler_id"]])
+        except SchedulerError as exc:
+            log.warning("could not take back jobs waiting on a retried job: %s", exc)
+            return
+        done = self.store.withdraw([(j["job_id"], j["attempt"]) for j in waiting],
+                                   "taken back from the scheduler: a job it waits on is being retried")  # fmt: skip
+        if done:
+            log.info("took %d waiting job(s) back from the scheduler: a job they depend on is retried", len(done))
 
     def _cancel_impossible(self) -> None:
         """Dependants still waiting (in the scheduler or here) whose condition can no longer hold."""
@@ -579,6 +628,116 @@ class Engine:
             for j in live
         ])  # fmt: skip
         return [u.job_id for u in applied]
+
+
+class Change(msgspec.Struct, kw_only=True):
+    """How the next attempt's request differs from the last (None: unchanged)."""
+
+    memory_mb: int | None = None
+    walltime_s: int | None = None
+    exclude: str | None = None
+    note: str = ""
+
+
+_POLICIES: dict[str, RetryPolicy] = {}
+_DEFAULT_POLICY = RetryPolicy()
+
+
+def decode_policy(text: str | None) -> RetryPolicy | None:
+    if not text:
+        return None
+    policy = _POLICIES.get(text)
+    if policy is None:
+        policy = _POLICIES[text] = msgspec.json.decode(text, type=RetryPolicy)
+    return policy
+
+
+def retry_kind(job: dict[str, Any], reason: str | None, policy: RetryPolicy | None, free_budget: int) -> str | None:
+    """'free', 'retry' or None (no retry) for a job whose current attempt failed with `reason`."""
+    if not (policy or _DEFAULT_POLICY).retries(reason):
+        return None
+    if reason in FREE_RETRY_REASONS and job["free_retries_used"] < free_budget:
+        return "free"
+    if job["retries_used"] < job["max_retries"]:
+        return "retry"
+    return None
+
+
+def escalation(
+    job: dict[str, Any], reason: str | None, nodelist: str | None, policy: RetryPolicy | None, limits: Limits | None
+) -> Change:
+    """The next attempt's request under the job's policy, capped by the policy and the queue."""
+    change = Change()
+    if policy is None:
+        return change
+    if reason == Reason.TIMEOUT.value and policy.timeout and job["walltime_s"]:
+        caps = [c for c in (policy.max_walltime_s, limits.max_walltime_s if limits else None) if c]
+        grown = math.ceil(job["walltime_s"] * policy.timeout / 60) * 60
+        new = min([grown, *caps])
+        if new > job["walltime_s"]:
+            change.walltime_s = new
+            change.note = f"walltime {_hms(job['walltime_s'])} -> {_hms(new)}"
+        else:
+            change.note = f"walltime stays {_hms(job['walltime_s'])}: at its cap"
+    elif reason == Reason.OOM.value and policy.oom and job["memory_mb"]:
+        caps = [c for c in (policy.max_memory_mb, limits.max_memory_mb if limits else None) if c]
+        new = min([math.ceil(job["memory_mb"] * policy.oom), *caps])
+        if new > job["memory_mb"]:
+            change.memory_mb = new
+            change.note = f"memory {job['memory_mb']} MB -> {new} MB"
+        else:
+            change.note = f"memory stays {job['memory_mb']} MB: at its cap"
+    elif reason == Reason.NODE_FAIL.value and policy.node_fail and nodelist:
+        excluded = set(filter(None, (job["exclude"] or "").split(",")))
+        failed = set(expand_hostlist(nodelist))
+        remaining = None if limits is None or limits.nodes is None else set(limits.nodes) - excluded - failed
+        if not failed - excluded:
+            pass
+        elif remaining is not None and not remaining:
+            change.note = f"not excluding {nodelist}: no other node would be left"
+        else:
+            change.exclude = ",".join(sorted(excluded | failed))
+            change.note = f"excluding {','.join(sorted(failed - excluded))}"
+    return change
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """'n[01-03,07],gpu1' -> ['n01', 'n02', 'n03', 'n07', 'gpu1'] (one bracket group per name)."""
+    names: list[str] = []
+    for item in re.findall(r"[^,\[]+(?:\[[^\]]*\][^,]*)?", text):
+        match = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", item)
+        if match is None:
+            names.append(item)
+            continue
+        prefix, ranges, suffix = match.groups()
+        for part in ranges.split(","):
+            first, _, last = part.partition("-")
+            if not last:
+                names.append(f"{prefix}{first}{suffix}")
+                continue
+            if not (first.isdigit() and last.isdigit()) or int(last) - int(first) > 100000:
+                names.append(item)
+                break
+            names.extend(f"{prefix}{n:0{len(first)}d}{suffix}" for n in range(int(first), int(last) + 1))
+    return names
+
+
+def _hms(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _usage(sched: dict[str, Any] | None, record: ExitRecord | None, started: float | None,
+           ended: float | None) -> dict[str, Any]:  # fmt: skip
+    """What the attempt used: the scheduler's accounting first, the exit record's times after."""
+    usage: dict[str, Any] = {}
+    if sched is not None:
+        usage = {"elapsed_s": sched.get("elapsed_s"), "cpu_time_s": sched.get("cpu_time_s"),
+                 "max_rss_mb": sched.get("max_rss_mb"), "nodelist": sched.get("node")}  # fmt: skip
+    if usage.get("elapsed_s") is None and started and ended and ended >= started:
+        usage["elapsed_s"] = ended - started
+    if usage.get("nodelist") is None and record is not None and record.host:
+        usage["nodelist"] = record.host
+    return usage
 
 
 def _decode_json(text: str) -> Any:

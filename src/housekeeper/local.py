@@ -24,7 +24,7 @@ import polars as pl
 
 from .jobscript import PACKAGE_PARENT
 from .models import JobStatus, Reason
-from .schedulers.base import STATUS_SCHEMA, SubmitRequest
+from .schedulers.base import STATUS_SCHEMA, Limits, SubmitRequest
 
 log = logging.getLogger("housekeeper")
 
@@ -33,6 +33,7 @@ _DONE_STATES: dict[str, tuple[JobStatus, Reason | None]] = {
     "COMPLETED": (JobStatus.COMPLETED, None),
     "FAILED": (JobStatus.FAILED, Reason.EXIT_CODE),
     "TIMEOUT": (JobStatus.FAILED, Reason.TIMEOUT),
+    "OUT_OF_MEMORY": (JobStatus.FAILED, Reason.OOM),  # over its memory request: killed by the supervisor
     "CANCELLED": (JobStatus.CANCELLED, Reason.CANCELLED_BY_USER),
     "LOST": (JobStatus.FAILED, Reason.LOST),  # the supervisor vanished without a record
 }
@@ -80,6 +81,11 @@ class LocalBackend:
     def directives(self, req: SubmitRequest) -> list[str]:
         return []
 
+    def limits(self, queue: str | None) -> Limits:
+        """This machine: its memory is the cap; no wall-time limit; one node."""
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        return Limits(max_memory_mb=pages * page_size // (1024 * 1024), nodes=(os.uname().nodename,))
+
     def submit(self, req: SubmitRequest) -> list[str]:
         if req.array_size:
             raise ValueError("the local backend takes one job per submission")
@@ -93,6 +99,7 @@ class LocalBackend:
         entry = {
             "scheduler_id": scheduler_id, "script": req.script_path, "name": req.name,
             "cpus": req.resources.cpus, "walltime_s": req.resources.walltime_s, "workdir": req.workdir,
+            "memory_mb": req.resources.memory_mb,
             "stdout": req.stdout_path, "stderr": req.stderr_path, "comment": req.comment,
             "submitted_at": time.time(),
         }  # fmt: skip

@@ -60,6 +60,35 @@ class Resources(msgspec.Struct, frozen=True, kw_only=True):
     walltime_s: int | None = None
     queue: str | None = None
     account: str | None = None
+    exclude: str | None = None  # nodes not to run on (comma-separated; grown by node_fail retries)
+
+
+# Failure reasons that are not the job's fault: retried without counting against max_retries.
+FREE_RETRY_REASONS = frozenset({"node_fail", "preempted"})
+# Reasons a retry can be asked for (FAILED jobs only; cancelled jobs are never retried by themselves).
+RETRYABLE_REASONS = (
+    "exit_code", "signal", "timeout", "oom", "node_fail", "preempted", "log_error", "missing_files",
+    "lost", "scheduler_error",
+)  # fmt: skip
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Which failures are retried and how each retry's request grows.
+
+    retry_on: the reasons retried (None: all of RETRYABLE_REASONS). timeout / oom: factors the
+    walltime / memory are multiplied by after that failure (None: unchanged), capped by
+    max_walltime_s / max_memory_mb and by what the queue allows. node_fail: exclude the nodes
+    an attempt failed on from the next one."""
+
+    retry_on: tuple[str, ...] | None = None
+    timeout: float | None = None
+    oom: float | None = None
+    node_fail: bool = False
+    max_walltime_s: int | None = None
+    max_memory_mb: int | None = None
+
+    def retries(self, reason: str | None) -> bool:
+        return reason in (self.retry_on if self.retry_on is not None else RETRYABLE_REASONS)
 
 
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,6 +105,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     after_any: tuple[int, ...] = ()
     max_retries: int = 0
     env: dict[str, str] = {}
+    retry_policy: RetryPolicy | None = None
 
 
 class LogLine(msgspec.Struct, frozen=True):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgumentError
-from .models import JobSpec, Resources
+from .models import RETRYABLE_REASONS, JobSpec, Resources, RetryPolicy
 
 # Names end up in file names, '#SBATCH' lines and shell words: keep them to a safe alphabet.
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}\Z")
@@ -235,6 +235,8 @@ def build_spec(
     max_retries: Any,
     env: Any,
     workdir: Any,
+    retry_on: Any = None,
+    escalate: Any = None,
 ) -> JobSpec:
     """Validate every submit() argument; raises InvalidArgumentError naming the first bad one."""
     if not isinstance(command, str) or not command.strip():
@@ -279,4 +281,77 @@ def build_spec(
         after_any=_check_ids("after_any", after_any),
         max_retries=_check_int("max_retries", max_retries, 0),
         env=_check_env(env),
+        retry_policy=check_retry_policy(retry_on, escalate),
     )
+
+
+DEFAULT_ESCALATION = {"timeout": 2.0, "oom": 1.5, "node_fail": True}
+_ESCALATE_KEYS = ("timeout", "oom", "node_fail", "max_walltime", "max_memory")
+
+
+def check_retry_policy(retry_on: Any, escalate: Any) -> RetryPolicy | None:
+    """`retry_on` (a reason or list of reasons) and `escalate` (True, or a dict of
+    timeout/oom factors, node_fail, max_walltime, max_memory) -> RetryPolicy; None for the
+    default (retry every reason, never change the request)."""
+    if retry_on is None and (escalate is None or escalate is False):
+        return None
+    if isinstance(retry_on, (str, type(None))) and isinstance(escalate, (bool, type(None))):
+        return _cached_policy(retry_on, escalate)  # a sweep passes the same few policies a million times
+    return _build_policy(retry_on, escalate)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_policy(retry_on: str | None, escalate: bool | None) -> RetryPolicy:
+    return _build_policy(retry_on, escalate)
+
+
+def _build_policy(retry_on: Any, escalate: Any) -> RetryPolicy:
+    reasons: tuple[str, ...] | None = None
+    if retry_on is not None:
+        items = [retry_on] if isinstance(retry_on, str) else retry_on
+        if not isinstance(items, Iterable) or isinstance(items, (bytes, Mapping)):
+            raise InvalidArgumentError("retry_on", retry_on, "must be a failure reason or a list of them")
+        found: list[str] = []
+        for item in items:
+            name = str(getattr(item, "value", item)) if not isinstance(item, str) else item
+            if name not in RETRYABLE_REASONS:
+                raise InvalidArgumentError(
+                    "retry_on", retry_on, f"{item!r} is not a reason that can be retried ({', '.join(RETRYABLE_REASONS)})"
+                )
+            if name not in found:
+                found.append(name)
+        if not found:
+            raise InvalidArgumentError("retry_on", retry_on, "must name at least one reason (or be None for all)")
+        reasons = tuple(found)
+    if escalate is None or escalate is False:
+        return RetryPolicy(retry_on=reasons)
+    if escalate is True:
+        settings: Mapping[str, Any] = DEFAULT_ESCALATION
+    elif isinstance(escalate, Mapping):
+        settings = escalate
+    else:
+        raise InvalidArgumentError("escalate", escalate, "must be True, False/None, or a dict such as {'timeout': 2}")
+    for key in settings:
+        if key not in _ESCALATE_KEYS:
+            raise InvalidArgumentError("escalate", escalate, f"has unknown key {key!r} (known: {', '.join(_ESCALATE_KEYS)})")
+    factors: dict[str, float | None] = {}
+    for key in ("timeout", "oom"):
+        value = settings.get(key)
+        if value is None or value is False:
+            factors[key] = None
+            continue
+        if value is True:
+            value = DEFAULT_ESCALATION[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 1:
+            raise InvalidArgumentError("escalate", escalate, f"{key!r} must be a factor > 1 (e.g. 2), got {value!r}")
+        factors[key] = float(value)
+    node_fail = settings.get("node_fail", False)
+    if not isinstance(node_fail, bool):
+        raise InvalidArgumentError("escalate", escalate, f"'node_fail' must be True or False, got {node_fail!r}")
+    try:
+        max_walltime = parse_walltime(settings.get("max_walltime"), "escalate['max_walltime']")
+        max_memory = parse_memory(settings.get("max_memory"), "escalate['max_memory']")
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError("escalate", escalate, str(exc)) from None
+    return RetryPolicy(retry_on=reasons, timeout=factors["timeout"], oom=factors["oom"], node_fail=node_fail,
+                       max_walltime_s=max_walltime, max_memory_mb=max_memory)  # fmt: skip

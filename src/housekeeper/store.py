@@ -19,7 +19,7 @@ from .models import TERMINAL_NAMES
 
 log = logging.getLogger("housekeeper")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APP_ID = "housekeeper"
 
 _SCHEMA = """
@@ -55,7 +55,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     ended_at REAL,
     missing_since REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    retry_policy TEXT,
+    exclude TEXT,
+    retries_used INTEGER NOT NULL DEFAULT 0,
+    free_retries_used INTEGER NOT NULL DEFAULT 0,
+    elapsed_s REAL,
+    cpu_time_s REAL,
+    max_rss_mb REAL,
+    nodelist TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_scheduler_id ON jobs(scheduler_id);
@@ -73,6 +81,14 @@ CREATE TABLE IF NOT EXISTS attempts (
     started_at REAL,
     ended_at REAL,
     detail TEXT,
+    memory_mb INTEGER,
+    walltime_s INTEGER,
+    exclude TEXT,
+    counted INTEGER,
+    elapsed_s REAL,
+    cpu_time_s REAL,
+    max_rss_mb REAL,
+    nodelist TEXT,
     PRIMARY KEY (job_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS deps (
@@ -111,8 +127,32 @@ CREATE TABLE IF NOT EXISTS aliases (alias_id INTEGER PRIMARY KEY, job_id INTEGER
 JOB_INSERT_COLUMNS = (
     "job_id", "name", "command", "job_subdir", "dedup_key", "workdir", "nodes", "cpus", "gpus",
     "memory_mb", "walltime_s", "queue", "account", "expected_files", "env", "max_retries",
-    "has_deps", "status", "attempt", "created_at", "updated_at",
+    "has_deps", "status", "attempt", "created_at", "updated_at", "retry_policy",
 )  # fmt: skip
+
+# Schema 1 -> 2: retry policies, per-attempt requests and what each attempt used.
+_MIGRATE_1_2 = (
+    "ALTER TABLE jobs ADD COLUMN retry_policy TEXT",
+    "ALTER TABLE jobs ADD COLUMN exclude TEXT",
+    "ALTER TABLE jobs ADD COLUMN retries_used INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN free_retries_used INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN elapsed_s REAL",
+    "ALTER TABLE jobs ADD COLUMN cpu_time_s REAL",
+    "ALTER TABLE jobs ADD COLUMN max_rss_mb REAL",
+    "ALTER TABLE jobs ADD COLUMN nodelist TEXT",
+    "ALTER TABLE attempts ADD COLUMN memory_mb INTEGER",
+    "ALTER TABLE attempts ADD COLUMN walltime_s INTEGER",
+    "ALTER TABLE attempts ADD COLUMN exclude TEXT",
+    "ALTER TABLE attempts ADD COLUMN counted INTEGER",
+    "ALTER TABLE attempts ADD COLUMN elapsed_s REAL",
+    "ALTER TABLE attempts ADD COLUMN cpu_time_s REAL",
+    "ALTER TABLE attempts ADD COLUMN max_rss_mb REAL",
+    "ALTER TABLE attempts ADD COLUMN nodelist TEXT",
+    # Under schema 1 every attempt after the first used up one of max_retries.
+    "UPDATE jobs SET retries_used = attempt - 1",
+    "UPDATE attempts SET memory_mb = (SELECT memory_mb FROM jobs WHERE jobs.job_id = attempts.job_id),"
+    " walltime_s = (SELECT walltime_s FROM jobs WHERE jobs.job_id = attempts.job_id)",
+)
 
 _RANK = {"PENDING": 0, "QUEUED": 1, "RUNNING": 2, "COMPLETED": 3, "FAILED": 3, "CANCELLED": 3}
 
@@ -132,6 +172,11 @@ class Update(msgspec.Struct, kw_only=True):
     ended_at: float | None = None
     detail: dict[str, Any] | None = None
     note: str | None = None
+    # what the attempt used, when the scheduler (or the local supervisor) says
+    elapsed_s: float | None = None
+    cpu_time_s: float | None = None
+    max_rss_mb: float | None = None
+    nodelist: str | None = None
 
 
 class _ClaimLost(Exception):
@@ -211,8 +256,20 @@ class Store:
             raise StateError(f"{self.path} cannot be used as a housekeeper database: {exc}") from exc
 
     def _migrate(self, version: int) -> None:
-        # Schema 1 is the first; later versions add their steps here, each in its own transaction.
-        raise StateError(f"{self.path} has unknown schema version {version}")
+        """Bring an older database up to SCHEMA_VERSION, one step per transaction; a process
+        that finds the step already done by another skips it."""
+        steps = {1: _MIGRATE_1_2}
+        while version < SCHEMA_VERSION:
+            if version not in steps:
+                raise StateError(f"{self.path} has unknown schema version {version}")
+            with self.transaction() as cur:
+                now = int(cur.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+                if now == version:
+                    for statement in steps[version]:
+                        cur.execute(statement)
+                    cur.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version + 1),))
+                    log.info("housekeeper: upgraded %s from schema %d to %d", self.path, version, version + 1)
+            version += 1
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
@@ -297,8 +354,11 @@ class Store:
                 rows = fresh
                 cur.executemany("INSERT OR IGNORE INTO aliases(alias_id, job_id) VALUES (?, ?)", list(aliases.items()))
             cur.executemany(f"INSERT INTO jobs({cols}) VALUES ({marks})", rows)
+            mem_i, wall_i = JOB_INSERT_COLUMNS.index("memory_mb"), JOB_INSERT_COLUMNS.index("walltime_s")
             cur.executemany(
-                "INSERT INTO attempts(job_id, attempt, status) VALUES (?, 1, 'PENDING')", [(r[0],) for r in rows]
+                "INSERT INTO attempts(job_id, attempt, status, memory_mb, walltime_s, counted)"
+                " VALUES (?, 1, 'PENDING', ?, ?, 0)",
+                [(r[0], r[mem_i], r[wall_i]) for r in rows],
             )
             if deps:
                 parents = list({parent for _, parent, _ in deps} - set(aliases))
@@ -360,6 +420,16 @@ class Store:
     def children(self, job_id: int) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT job_id FROM deps WHERE parent_id=?", (job_id,))]
 
+    def children_in_state(self, parent_ids: Sequence[int], status: str) -> list[dict[str, Any]]:
+        """Jobs in `status` that depend on any of these jobs."""
+        out: list[dict[str, Any]] = []
+        for chunk in _chunks(list(parent_ids), 900):
+            marks = ",".join("?" * len(chunk))
+            out.extend(self.jobs_where(
+                f"status=? AND job_id IN (SELECT job_id FROM deps WHERE parent_id IN ({marks}))", [status, *chunk]
+            ))  # fmt: skip
+        return out
+
     def status_counts(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
 
@@ -398,7 +468,7 @@ class Store:
         cur.row_factory = sqlite3.Row
         return cur.execute(
             "SELECT job_id, attempt, has_deps, name, command, job_subdir, workdir, nodes, cpus, gpus, memory_mb,"
-            " walltime_s, queue, account, env, expected_files FROM jobs"
+            " walltime_s, queue, account, exclude, env, expected_files FROM jobs"
             " WHERE status='PENDING' AND submission_id IS NULL ORDER BY job_id"
         ).fetchall()
 
@@ -462,7 +532,8 @@ class Store:
             job_rows = [
                 (
                     u.status, u.reason, u.scheduler_id, u.native_state, u.exit_code, u.signal,
-                    u.started_at, u.ended_at, now, u.job_id, u.attempt,
+                    u.started_at, u.ended_at, now, u.elapsed_s, u.cpu_time_s, u.max_rss_mb, u.nodelist,
+                    u.job_id, u.attempt,
                 )  # fmt: skip
                 for u in applied
             ]
@@ -470,19 +541,23 @@ class Store:
                 "UPDATE jobs SET status=?, reason=?, scheduler_id=COALESCE(?, scheduler_id),"
                 " native_state=COALESCE(?, native_state), exit_code=?, signal=?,"
                 " started_at=COALESCE(?, started_at), ended_at=COALESCE(?, ended_at), updated_at=?,"
+                " elapsed_s=COALESCE(?, elapsed_s), cpu_time_s=COALESCE(?, cpu_time_s),"
+                " max_rss_mb=COALESCE(?, max_rss_mb), nodelist=COALESCE(?, nodelist),"
                 " missing_since=NULL WHERE job_id=? AND attempt=?",
                 job_rows,
             )
             cur.executemany(
                 "UPDATE attempts SET status=?, reason=?, scheduler_id=COALESCE(?, scheduler_id),"
                 " native_state=COALESCE(?, native_state), exit_code=?, signal=?,"
-                " started_at=COALESCE(?, started_at), ended_at=COALESCE(?, ended_at), detail=COALESCE(?, detail)"
+                " started_at=COALESCE(?, started_at), ended_at=COALESCE(?, ended_at), detail=COALESCE(?, detail),"
+                " elapsed_s=COALESCE(?, elapsed_s), cpu_time_s=COALESCE(?, cpu_time_s),"
+                " max_rss_mb=COALESCE(?, max_rss_mb), nodelist=COALESCE(?, nodelist)"
                 " WHERE job_id=? AND attempt=?",
                 [
                     (
                         u.status, u.reason, u.scheduler_id, u.native_state, u.exit_code, u.signal,
                         u.started_at, u.ended_at, json.dumps(u.detail) if u.detail is not None else None,
-                        u.job_id, u.attempt,
+                        u.elapsed_s, u.cpu_time_s, u.max_rss_mb, u.nodelist, u.job_id, u.attempt,
                     )  # fmt: skip
                     for u in applied
                 ],
@@ -503,27 +578,76 @@ class Store:
                 "UPDATE jobs SET missing_since=? WHERE job_id=? AND missing_since IS NULL", [(at, j) for j in job_ids]
             )
 
-    def new_attempt(self, job_id: int, from_attempt: int, note: str) -> bool:
-        """FAILED/CANCELLED attempt N -> PENDING attempt N+1, exactly once across processes."""
+    def new_attempt(
+        self,
+        job_id: int,
+        from_attempt: int,
+        note: str,
+        *,
+        kind: str = "manual",
+        memory_mb: int | None = None,
+        walltime_s: int | None = None,
+        exclude: str | None = None,
+    ) -> bool:
+        """FAILED/CANCELLED attempt N -> PENDING attempt N+1, exactly once across processes.
+
+        kind: 'retry' (uses one of max_retries), 'free' (after preemption or node failure;
+        uses the free budget) or 'manual' (by hand; uses neither). memory_mb / walltime_s /
+        exclude: the new attempt's request where it changes (escalation)."""
+        if kind not in ("retry", "free", "manual"):
+            raise ValueError(f"kind={kind!r}: must be 'retry', 'free' or 'manual'")
         now = time.time()
         with self.transaction() as cur:
             cur.execute(
                 "UPDATE jobs SET status='PENDING', reason=NULL, attempt=attempt+1, scheduler_id=NULL,"
                 " native_state=NULL, exit_code=NULL, signal=NULL, submission_id=NULL, submitted_at=NULL,"
-                " started_at=NULL, ended_at=NULL, missing_since=NULL, updated_at=?"
+                " started_at=NULL, ended_at=NULL, missing_since=NULL, updated_at=?, elapsed_s=NULL,"
+                " cpu_time_s=NULL, max_rss_mb=NULL, nodelist=NULL, memory_mb=COALESCE(?, memory_mb),"
+                " walltime_s=COALESCE(?, walltime_s), exclude=COALESCE(?, exclude),"
+                " retries_used=retries_used+?, free_retries_used=free_retries_used+?"
                 " WHERE job_id=? AND attempt=? AND status IN ('FAILED', 'CANCELLED')",
-                (now, job_id, from_attempt),
+                (now, memory_mb, walltime_s, exclude, int(kind == "retry"), int(kind == "free"), job_id, from_attempt),
             )
             if cur.rowcount != 1:
                 return False
             cur.execute(
-                "INSERT INTO attempts(job_id, attempt, status) VALUES (?, ?, 'PENDING')", (job_id, from_attempt + 1)
+                "INSERT INTO attempts(job_id, attempt, status, memory_mb, walltime_s, exclude, counted)"
+                " SELECT job_id, attempt, 'PENDING', memory_mb, walltime_s, exclude, ? FROM jobs WHERE job_id=?",
+                (int(kind == "retry"), job_id),
             )
             cur.execute(
                 "INSERT INTO events(job_id, attempt, at, status, note) VALUES (?,?,?,'PENDING',?)",
                 (job_id, from_attempt + 1, now, note),
             )
         return True
+
+    def withdraw(self, jobs: Sequence[tuple[int, int]], note: str) -> list[int]:
+        """QUEUED jobs taken back out of the scheduler (already cancelled there) -> PENDING,
+        same attempt, to be sent again; e.g. children whose native dependency pointed at a
+        parent attempt that is being replaced. Returns the job ids withdrawn."""
+        now = time.time()
+        done: list[int] = []
+        with self.transaction() as cur:
+            for job_id, attempt in jobs:
+                cur.execute(
+                    "UPDATE jobs SET status='PENDING', scheduler_id=NULL, native_state=NULL, submission_id=NULL,"
+                    " submitted_at=NULL, missing_since=NULL, updated_at=? WHERE job_id=? AND attempt=?"
+                    " AND status='QUEUED'",
+                    (now, job_id, attempt),
+                )
+                if cur.rowcount != 1:
+                    continue
+                cur.execute(
+                    "UPDATE attempts SET status='PENDING', scheduler_id=NULL, submission_id=NULL, submitted_at=NULL,"
+                    " native_state=NULL WHERE job_id=? AND attempt=?",
+                    (job_id, attempt),
+                )
+                cur.execute(
+                    "INSERT INTO events(job_id, attempt, at, status, note) VALUES (?,?,?,'PENDING',?)",
+                    (job_id, attempt, now, note),
+                )
+                done.append(job_id)
+        return done
 
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

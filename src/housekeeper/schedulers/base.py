@@ -71,6 +71,14 @@ class SubmitRequest(msgspec.Struct, kw_only=True):
     extra_args: tuple[str, ...] = ()  # passed through verbatim (e.g. --exclude=node3)
 
 
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """What a queue allows, as far as the scheduler tells: None where it does not."""
+
+    max_walltime_s: int | None = None
+    max_memory_mb: int | None = None  # the largest node's memory
+    nodes: tuple[str, ...] | None = None  # the queue's node names
+
+
 class Dialect(Protocol):
     """What every scheduler dialect module provides (see schedulers/slurm.py)."""
 

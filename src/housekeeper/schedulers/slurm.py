@@ -29,7 +29,7 @@ import msgspec
 import polars as pl
 
 from ..models import JobStatus, Reason
-from .base import STATUS_SCHEMA, ErrorKind, SubmitRequest
+from .base import STATUS_SCHEMA, ErrorKind, Limits, SubmitRequest
 
 __all__ = [
     "DETAILS_SCHEMA",
@@ -547,6 +547,40 @@ def parse_partitions(text: str) -> dict[str, PartitionInfo]:
     return partitions
 
 
+def parse_limits(text: str) -> dict[str | None, Limits]:
+    """``sinfo --Node --format=%P|%N|%m|%l`` -> {partition: Limits(max_walltime_s, the largest
+    node's memory, node names)}; the default partition (``debug*``) is also under None."""
+    found: dict[str, dict[str, Any]] = {}
+    default: str | None = None
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 4 or not fields[0]:
+            if line.strip():
+                log.warning("slurm: skipping an sinfo line: %r", line)
+            continue
+        partition, node, memory, limit = (f.strip() for f in fields)
+        if partition.endswith("*"):
+            partition = partition[:-1]
+            default = partition
+        entry = found.setdefault(partition, {"nodes": [], "memory": None, "time": parse_slurm_duration(limit)})
+        if node and node not in entry["nodes"]:
+            entry["nodes"].append(node)
+        mb = parse_size_mb(memory.rstrip("+"))
+        if mb is not None and (entry["memory"] is None or mb > entry["memory"]):
+            entry["memory"] = mb
+    limits: dict[str | None, Limits] = {
+        name: Limits(
+            max_walltime_s=int(e["time"]) if e["time"] is not None else None,
+            max_memory_mb=int(e["memory"]) if e["memory"] else None,
+            nodes=tuple(e["nodes"]) or None,
+        )
+        for name, e in found.items()
+    }
+    if default is not None:
+        limits[None] = limits[default]
+    return limits
+
+
 # --------------------------------------------------------------------------------------
 # Error classification
 # --------------------------------------------------------------------------------------
@@ -1022,6 +1056,8 @@ def _options(req: SubmitRequest, kill_on_invalid_dep: bool) -> list[str]:
         options.append(f"--partition={res.queue}")
     if res.account:
         options.append(f"--account={res.account}")
+    if res.exclude:
+        options.append(f"--exclude={res.exclude}")
     if req.array_size is None:
         if req.stdout_path:
             options.append(f"--output={_refuse_percent(req.stdout_path, 'stdout_path')}")
@@ -1252,6 +1288,15 @@ class SlurmDialect:
 
     def parse_partitions(self, text: str) -> dict[str, PartitionInfo]:
         return parse_partitions(text)
+
+    def limits_argv(self) -> list[str]:
+        """ONE sinfo, a line per (partition, node): name (default marked '*'), node, memory
+        (MB), time limit."""
+        return self._query("sinfo", "--noheader", "--Node", "--format=%P|%N|%m|%l")
+
+    def parse_limits(self, text: str) -> dict[str | None, Limits]:
+        """sinfo text -> {partition: Limits}; the default partition also under None."""
+        return parse_limits(text)
 
     def classify_error(
         self, argv: Sequence[str], returncode: int, stdout: str, stderr: str
