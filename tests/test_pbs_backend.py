@@ -392,7 +392,8 @@ class FakePbsPro:
         assert argv[:6] == ["qstat", "-f", "-F", "json", "-x", "-t"], argv
         jobs: dict[str, Any] = {}
         finished = {"job_state": "F", "Exit_status": 0, "substate": 92, "exec_host": "node01/0",
-                    "stime": "Mon Jan  8 10:00:00 2024", "obittime": "Mon Jan  8 10:00:05 2024"}  # fmt: skip
+                    "stime": "Mon Jan  8 10:00:00 2024", "obittime": "Mon Jan  8 10:00:05 2024",
+                    "resources_used": {"walltime": "00:00:05", "cput": "00:00:04", "mem": "524288kb"}}  # fmt: skip
         for job_id in argv[6:]:
             if job_id in self.arrays:
                 jobs[job_id] = {"job_state": "F", "array": "True"}
@@ -425,4 +426,8 @@ def test_pbspro_sweep_end_to_end_one_qsub_one_qstat_per_poll(
     polls = [argv for argv in runner.argvs if argv[0] == "qstat"]
     assert all(len(argv) <= 6 + 3 for argv in polls)  # array ids, never one per job
     assert len(polls) <= 4
+    # what each job used, from resources_used
+    big = hk.list_jobs().filter(pl.col("job_id") == single).row(0, named=True)
+    assert (big["elapsed_s"], big["cpu_time_s"], big["max_rss_mb"], big["nodelist"]) == (5.0, 4.0, 512.0, "node01")
+    assert big["memory_efficiency"] == pytest.approx(0.25) and big["cpu_efficiency"] == pytest.approx(4 / 20)
     hk.close()

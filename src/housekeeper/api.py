@@ -689,12 +689,15 @@ class Housekeeper:
         )  # fmt: skip
         cursor = self.store.conn.execute(
             "SELECT job_id, attempt, scheduler_id, status, reason, native_state, exit_code, signal,"
-            " submitted_at, started_at, ended_at, detail FROM attempts ORDER BY job_id, attempt"
+            " submitted_at, started_at, ended_at, memory_mb, walltime_s, exclude, counted, elapsed_s, cpu_time_s,"
+            " max_rss_mb, nodelist, detail FROM attempts ORDER BY job_id, attempt"
         )
         attempts = pl.DataFrame(cursor.fetchall(), orient="row", schema={
             "job_id": pl.Int64, "attempt": pl.Int32, "scheduler_id": pl.Utf8, "status": pl.Utf8,
             "reason": pl.Utf8, "native_state": pl.Utf8, "exit_code": pl.Int32, "signal": pl.Int32,
-            "submitted_at": pl.Float64, "started_at": pl.Float64, "ended_at": pl.Float64, "detail": pl.Utf8,
+            "submitted_at": pl.Float64, "started_at": pl.Float64, "ended_at": pl.Float64, "memory_mb": pl.Int64,
+            "walltime_s": pl.Int64, "exclude": pl.Utf8, "counted": pl.Int32, "elapsed_s": pl.Float64,
+            "cpu_time_s": pl.Float64, "max_rss_mb": pl.Float64, "nodelist": pl.Utf8, "detail": pl.Utf8,
         })  # fmt: skip
         nested = attempts.group_by("job_id", maintain_order=True).agg(
             pl.struct(pl.exclude("job_id")).alias("attempts")
@@ -833,10 +836,13 @@ def efficiency_table(
     percent = f"p{round(q * 100)}"
     memory = pl.max_horizontal(pl.col("max_rss_mb_p") * memory_margin, pl.col("_oom_floor") * 1.25)
     walltime = pl.max_horizontal(pl.col("elapsed_s_p") * time_margin, pl.col("_timeout_floor") * 1.5, pl.lit(60.0))
+    # With no success to measure, a group that only ran out of memory (time) gets 1.5x (2x) its
+    # largest request as a start.
+    memory = pl.when(pl.col("max_rss_mb_p").is_not_null()).then(memory).otherwise(pl.col("_oom_floor") * 1.5)
+    walltime = pl.when(pl.col("elapsed_s_p").is_not_null()).then(walltime).otherwise(pl.col("_timeout_floor") * 2.0)
     summary = summary.with_columns(
-        pl.when(pl.col("max_rss_mb_p").is_not_null()).then(_round_memory(memory)).alias("suggested_memory_mb"),
-        pl.when(pl.col("elapsed_s_p").is_not_null()).then((walltime / 60).ceil().cast(pl.Int64) * 60)
-        .alias("suggested_walltime_s"),
+        _round_memory(memory).alias("suggested_memory_mb"),
+        ((walltime / 60).ceil().cast(pl.Int64) * 60).alias("suggested_walltime_s"),
         pl.when(pl.col("cores_used_p").is_not_null())
         .then(pl.min_horizontal(pl.max_horizontal(pl.col("cores_used_p").ceil(), pl.lit(1.0)), pl.col("_cores_asked")))
         .cast(pl.Int64).alias("suggested_cpus"),

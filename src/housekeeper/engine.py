@@ -690,10 +690,11 @@ def escalation(
     elif reason == Reason.NODE_FAIL.value and policy.node_fail and nodelist:
         excluded = set(filter(None, (job["exclude"] or "").split(",")))
         failed = set(expand_hostlist(nodelist))
-        remaining = None if limits is None or limits.nodes is None else set(limits.nodes) - excluded - failed
         if not failed - excluded:
             pass
-        elif remaining is not None and not remaining:
+        elif limits is None or limits.nodes is None:
+            change.note = f"not excluding {nodelist}: this scheduler does not tell which nodes the queue has"
+        elif not set(limits.nodes) - excluded - failed:
             change.note = f"not excluding {nodelist}: no other node would be left"
         else:
             change.exclude = ",".join(sorted(excluded | failed))
