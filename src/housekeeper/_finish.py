@@ -17,8 +17,8 @@ from .checks import (
     check_logs,
     exit_and_signal,
     load_rules,
-    missing_files,
     scheduler_id_from_env,
+    wait_for_files,
     write_record,
 )
 from .models import ExitRecord
@@ -44,10 +44,11 @@ def main(argv: list[str]) -> int:
         ended_at=time.time(),
     )
     record.terminated = int(term_text or 0)
+    record.restarts = _restarts()
     try:
         rules = load_rules(rules_path)
         record.log_errors, record.log_excused, record.log_lines, record.log_patterns = check_logs(job_dir, rules)
-        record.missing_files = missing_files(expected, os.getcwd())
+        record.missing_files = wait_for_files(expected, os.getcwd(), _grace())
         record.checked = True
     except Exception as exc:  # noqa: BLE001 - a broken rules file must not lose the exit code
         print(f"housekeeper: could not check logs and files: {exc}", file=sys.stderr)
@@ -56,6 +57,21 @@ def main(argv: list[str]) -> int:
     if record.ok:
         return 0
     return rc if 0 < rc < 256 else 1
+
+
+def _restarts() -> int:
+    """How often the scheduler started this run again after losing it (SLURM sets
+    SLURM_RESTART_COUNT in a requeued job: node failure, a launch that failed under load)."""
+    text = os.environ.get("SLURM_RESTART_COUNT", "")
+    return int(text) if text.isdigit() else 0
+
+
+def _grace() -> float:
+    """The driver's file_grace, which the batch script passes as HK_FILE_GRACE (0 if absent)."""
+    try:
+        return max(0.0, float(os.environ.get("HK_FILE_GRACE") or 0))
+    except ValueError:
+        return 0.0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import polars as pl
 
-from . import jobscript
+from . import faults, jobscript
 from .backends import SCHEDULERS, detect_scheduler, make_command_backend
 from .checks import Rules
 from .engine import Backend, Engine
@@ -28,13 +28,14 @@ from .models import RETRYABLE_REASONS, JobSpec, JobStatus, RetryPolicy
 from .runner import Runner
 from .scan import DEFAULT_ERROR_PATTERNS
 from .spec import build_spec
-from .store import Store
+from .store import Store, read_only_file_system, storage_problem
 
 log = logging.getLogger("housekeeper")
 
 _STATUS_ENUM = pl.Enum([s.value for s in JobStatus])
 _BUFFER_ROWS = 5000
 _BUFFER_SECONDS = 0.5
+USAGE_SETTLE_SECONDS = 15.0  # monitor() waits at most this long for accounting to record the last jobs' usage
 
 
 class JobTable(pl.DataFrame):
@@ -99,8 +100,16 @@ class Housekeeper:
         self.jobs_dir = os.path.abspath(os.fspath(jobs_dir))
         if os.path.exists(self.jobs_dir) and not os.path.isdir(self.jobs_dir):
             raise InvalidArgumentError("jobs_dir", jobs_dir, "exists and is not a folder")
-        os.makedirs(os.path.join(self.jobs_dir, jobscript.HK_DIR), exist_ok=True)
+        try:
+            os.makedirs(os.path.join(self.jobs_dir, jobscript.HK_DIR), exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"jobs_dir {self.jobs_dir} cannot be created or written: "
+                             f"{storage_problem(exc) or exc}") from exc
         self.db_path = os.path.abspath(os.fspath(db_path)) if db_path else os.path.join(self.jobs_dir, "housekeeper.db")
+        for what, path, inside in (("jobs_dir", self.jobs_dir, os.path.join(self.jobs_dir, jobscript.HK_DIR)),
+                                   ("db_path", self.db_path, self.db_path)):  # fmt: skip
+            if read_only_file_system(inside):
+                raise StateError(f"{what} {path} is on a read-only file system; housekeeper needs to write there")
         self.store = Store(self.db_path)
         self.rules = Rules(
             error_patterns=list(patterns) if patterns else list(DEFAULT_ERROR_PATTERNS),
@@ -145,6 +154,7 @@ class Housekeeper:
         return self._engine
 
     def _make_engine(self) -> Engine:
+        rules_path = self._write_rules()  # first: a jobs_dir that cannot be written changes nothing
         stored = self.store.conn.execute("SELECT value FROM meta WHERE key='scheduler'").fetchone()
         name = self._requested_scheduler or (stored[0] if stored else None)
         if name is None:
@@ -160,7 +170,6 @@ class Housekeeper:
                 cur.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('scheduler', ?)", (name,))
         elif stored[0] != name:
             log.warning("jobs_dir %s was started with %s; now using %s", self.jobs_dir, stored[0], name)
-        rules_path = self._write_rules()
         with self.store.transaction() as cur:  # the rules in force, for any process that opens the run
             verb = "INSERT OR REPLACE" if self._rules_given else "INSERT OR IGNORE"
             cur.execute(f"{verb} INTO meta(key, value) VALUES ('rules', ?)", (msgspec.json.encode(self.rules).decode(),))
@@ -171,16 +180,17 @@ class Housekeeper:
         data = msgspec.json.encode(self.rules)
         path = os.path.join(self.jobs_dir, jobscript.HK_DIR, f"rules-{hashlib.sha1(data).hexdigest()[:12]}.json")
         if not os.path.exists(path):
-            temporary = f"{path}.{os.getpid()}.tmp"
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-            os.replace(temporary, path)
+            try:
+                jobscript.write_file(path, data)
+            except OSError as exc:
+                raise StateError(f"cannot write {path}: {storage_problem(exc) or exc}") from exc
         return path
 
     def _next_id(self) -> int:
         if self._ids_left == 0:
             block = min(10000, max(16, len(self._buffer) * 2 or 16))
-            self._ids = iter(self.store.reserve_ids(block))
+            with faults.stage("submit"):
+                self._ids = iter(self.store.reserve_ids(block))
             self._ids_left = block
         self._ids_left -= 1
         return next(self._ids)
@@ -198,6 +208,7 @@ class Housekeeper:
             for message in clashes:
                 log.error("housekeeper: %s", message)
 
+    @faults.staged("flush")
     def _sync(self) -> None:
         """Before any read or action: buffered jobs to the store, held jobs to the scheduler."""
         self._commit()
@@ -268,7 +279,10 @@ class Housekeeper:
                     )  # fmt: skip
                 return job_id
             self._check_parents(spec)
+            if spec.job_subdir:
+                self._check_folder_free(spec.job_subdir)
             job_id = self._next_id()
+            deps_before = len(self._buffer_deps)
             self._buffer.append(self._row(job_id, key, spec))
             self._buffer_ids.add(job_id)
             for parameter, kind in (("after_ok", "ok"), ("after_fail", "fail"), ("after_any", "any")):
@@ -277,8 +291,33 @@ class Housekeeper:
             # A lone submit is written at once; a tight loop is written in batches, at most
             # _BUFFER_SECONDS apart (a re-run after a crash re-submits the rest idempotently).
             if len(self._buffer) >= _BUFFER_ROWS or time.monotonic() - self._last_commit > _BUFFER_SECONDS:
-                self._commit()
+                try:
+                    with faults.stage("submit"):
+                        self._commit()
+                except BaseException:
+                    # This job was not recorded and its id is not handed out; the jobs before it
+                    # (whose ids were) stay held here and are written by the next call.
+                    self._forget_last(job_id, key, deps_before)
+                    raise
             return job_id
+
+    def _forget_last(self, job_id: int, key: str, deps_before: int) -> None:
+        """Take the newest job back out of the buffer (its submit() failed)."""
+        if self._buffer and self._buffer[-1][0] == job_id:
+            self._buffer.pop()
+            del self._buffer_deps[deps_before:]
+            self._buffer_keys.pop(key, None)
+            self._buffer_ids.discard(job_id)
+
+    def _check_folder_free(self, job_subdir: str) -> None:
+        """A new job's folder may exist already (made by hand), but only as a real folder: a
+        symbolic link or a file there would take the job's files outside jobs_dir or fail later."""
+        folder = os.path.join(self.jobs_dir, job_subdir)
+        if os.path.islink(folder):
+            raise InvalidArgumentError("job_subdir", job_subdir,
+                                       f"{folder} is a symbolic link; a job folder must be a real folder inside jobs_dir")  # fmt: skip
+        if os.path.lexists(folder) and not os.path.isdir(folder):
+            raise InvalidArgumentError("job_subdir", job_subdir, f"{folder} exists and is not a folder")
 
     def _check_parents(self, spec: JobSpec) -> None:
         if not (spec.after_ok or spec.after_fail or spec.after_any):
@@ -304,6 +343,7 @@ class Housekeeper:
             _encode_policy(spec.retry_policy),
         )  # fmt: skip
 
+    @faults.staged("flush")
     def flush(self) -> int:
         """Send held jobs to the scheduler now; returns how many were sent."""
         self._commit()
@@ -362,6 +402,8 @@ class Housekeeper:
                 if not display.enabled:
                     log.info("housekeeper: %s", summary(counts, len(ids)))
                 if all(JobStatus(s).is_terminal for s in statuses.values()):
+                    left = USAGE_SETTLE_SECONDS if timeout is None else timeout - (time.monotonic() - started)
+                    self.engine.settle_usage(min(USAGE_SETTLE_SECONDS, left))  # the last jobs' usage (sacct lags)
                     return {i: JobStatus(s) for i, s in statuses.items()}
                 if timeout is not None and time.monotonic() - started >= timeout:
                     return {i: JobStatus(s) for i, s in statuses.items()}
@@ -397,6 +439,7 @@ class Housekeeper:
         return {i: found[aliases.get(i, i)] for i in ids}
 
     # ------------------------------------------------------------------------ actions
+    @faults.staged("cancel")
     def cancel(self, job_id: int | Sequence[int]) -> list[int]:
         """Cancel jobs that have not finished; returns the ids actually cancelled."""
         ids = [job_id] if isinstance(job_id, int) and not isinstance(job_id, bool) else job_id
@@ -407,6 +450,7 @@ class Housekeeper:
         jobs = [self._job(j["job_id"]) for j in jobs]
         return self.engine.cancel(jobs)
 
+    @faults.staged("retry")
     def retry(self, job_id: int | Sequence[int]) -> int | list[int]:
         """Run FAILED or CANCELLED jobs again (a new attempt, same id); dependants that were
         cancelled because of them get another chance too. Jobs retried together go out
@@ -437,6 +481,7 @@ class Housekeeper:
         self._revive_dependants(job["job_id"])
         return int(job["attempt"]) + 1
 
+    @faults.staged("retry")
     def retry_failed(self, reason: str | Sequence[str] | None = None) -> list[int]:
         """Retry every FAILED job (only those that failed with `reason`, a reason or a list of
         them, when given), all at once: jobs with equal settings go out as one array. Jobs

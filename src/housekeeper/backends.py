@@ -31,6 +31,12 @@ _USAGE = ("elapsed_s", "cpu_time_s", "max_rss_mb")
 class CommandBackend:
     """Talks to a batch scheduler through its commands: one status query per poll."""
 
+    @property
+    def accounting_lags(self) -> bool:
+        """Accounting (sacct) answers here, and may record a job's usage seconds after the
+        queue shows the job ended: worth asking again."""
+        return time.time() >= self._no_accounting_until
+
     def __init__(self, dialect: Any, runner: Runner, default_array_size: int = 1000) -> None:
         self.dialect = dialect
         self.runner = runner
@@ -130,11 +136,17 @@ class CommandBackend:
         return list(dialect.status_argv(ids))
 
     def poll(
-        self, scheduler_ids: Sequence[str], since: float | None = None, folders: dict[str, str] | None = None
+        self, scheduler_ids: Sequence[str], since: float | None = None, folders: dict[str, str] | None = None,
+        usage_ids: Sequence[str] = (),
     ) -> pl.DataFrame:
         """One status query for all ids (plus one accounting query for those that left the
-        queue). `since`: the earliest submission among them, to skip recycled ids."""
+        queue). `since`: the earliest submission among them, to skip recycled ids. `usage_ids`:
+        finished jobs whose usage accounting had not recorded yet, asked in the same query;
+        their rows come back too."""
         wanted = set(scheduler_ids)
+        if not wanted:
+            accounted = self.usage(usage_ids, since)
+            return accounted if accounted is not None else pl.DataFrame(schema=STATUS_SCHEMA)
         result = self.runner.run(
             self._status_argv(sorted(wanted)),
             classify=self.dialect.classify_error,
@@ -147,23 +159,35 @@ class CommandBackend:
         missing = wanted - set(frame.get_column("scheduler_id").to_list())
         # Jobs the queue shows as ended are asked of accounting too: it alone knows what they used.
         ended = set(frame.filter(pl.col("status").is_in(_TERMINAL)).get_column("scheduler_id").to_list())
-        if (missing or ended) and time.time() >= self._no_accounting_until:
-            argv = self._accounting_argv(sorted(missing | ended), since)
-            if argv is not None:
-                result = self.runner.run(
-                    argv,
-                    classify=self.dialect.classify_error,
-                    ok_kinds=frozenset({ErrorKind.NO_ACCOUNTING, ErrorKind.UNKNOWN_JOB}),
-                )
-                if result.returncode == 0:
-                    accounted = self._parse_accounting(result.stdout, since)
-                    accounted = accounted.filter(pl.col("scheduler_id").is_in(list(missing | ended)))
-                    accounted = accounted.unique("scheduler_id", keep="last")
-                    frame = _merge_accounting(frame, accounted, missing)
-                elif self.dialect.classify_error(argv, result.returncode, result.stdout, result.stderr) is ErrorKind.NO_ACCOUNTING:
-                    log.info("the cluster keeps no accounting; exit records decide")
-                    self._no_accounting_until = time.time() + _NO_ACCOUNTING_RECHECK
+        extra = set(usage_ids) - wanted
+        accounted = self._accounting(missing | ended | extra, since)
+        if accounted is not None and not accounted.is_empty():
+            frame = _merge_accounting(frame, accounted, missing | extra)
         return frame
+
+    def usage(self, scheduler_ids: Sequence[str], since: float | None = None) -> pl.DataFrame | None:
+        """Accounting's rows (state and usage) for finished jobs: one query, no queue query;
+        None when there is no accounting to ask."""
+        return self._accounting(set(scheduler_ids), since)
+
+    def _accounting(self, ids: set[str], since: float | None) -> pl.DataFrame | None:
+        """One accounting query for these ids; None when there is none to ask (no ids, no
+        accounting on this cluster)."""
+        if not ids or time.time() < self._no_accounting_until:
+            return None
+        argv = self._accounting_argv(sorted(ids), since)
+        if argv is None:
+            return None
+        result = self.runner.run(
+            argv, classify=self.dialect.classify_error, ok_kinds=frozenset({ErrorKind.NO_ACCOUNTING, ErrorKind.UNKNOWN_JOB})
+        )
+        if result.returncode == 0:
+            accounted = self._parse_accounting(result.stdout, since)
+            return accounted.filter(pl.col("scheduler_id").is_in(list(ids))).unique("scheduler_id", keep="last")
+        if self.dialect.classify_error(argv, result.returncode, result.stdout, result.stderr) is ErrorKind.NO_ACCOUNTING:
+            log.info("the cluster keeps no accounting; exit records decide")
+            self._no_accounting_until = time.time() + _NO_ACCOUNTING_RECHECK
+        return None
 
     def _accounting_argv(self, ids: list[str], since: float | None) -> list[str] | None:
         try:
@@ -235,6 +259,11 @@ class PbsBackend(CommandBackend):
     node, and left out otherwise (the engine then goes by the markers and exit records).
     """
 
+    @property
+    def accounting_lags(self) -> bool:
+        """qstat shows a job's usage with its end; there is no other query to ask again."""
+        return False
+
     def __init__(
         self,
         dialect: Any,
@@ -261,10 +290,12 @@ class PbsBackend(CommandBackend):
 
     # ------------------------------------------------------------------------------- poll
     def poll(
-        self, scheduler_ids: Sequence[str], since: float | None = None, folders: dict[str, str] | None = None
+        self, scheduler_ids: Sequence[str], since: float | None = None, folders: dict[str, str] | None = None,
+        usage_ids: Sequence[str] = (),
     ) -> pl.DataFrame:
         """One qstat for all ids (see the class docstring); `since` is not needed here: PBS
-        ids are not recycled within the history the server keeps."""
+        ids are not recycled within the history the server keeps, and qstat reports a job's
+        usage with its end (`usage_ids` is never needed)."""
         wanted = list(dict.fromkeys(scheduler_ids))
         if not wanted:
             return pl.DataFrame(schema=STATUS_SCHEMA)
@@ -461,6 +492,21 @@ def _merge_accounting(frame: pl.DataFrame, accounted: pl.DataFrame, missing: set
     if accounted.is_empty():
         return frame
     settled = accounted.filter(pl.col("scheduler_id").is_in(list(missing)) | pl.col("status").is_in(_TERMINAL))
+    # SLURM's queue alone says why it cancelled a job whose dependency can never be met
+    # (DependencyNeverSatisfied); accounting shows a plain cancel that "started" at its end.
+    never = frame.filter(pl.col("reason") == Reason.DEPENDENCY_NEVER_SATISFIED.value).select(
+        "scheduler_id", pl.col("status").alias("_queue_status"), pl.col("reason").alias("_queue_reason")
+    )
+    if not never.is_empty():
+        settled = (
+            settled.join(never, on="scheduler_id", how="left")
+            .with_columns(
+                pl.coalesce("_queue_status", "status").alias("status"),
+                pl.coalesce("_queue_reason", "reason").alias("reason"),
+                pl.when(pl.col("_queue_reason").is_null()).then(pl.col("started_at")).alias("started_at"),
+            )
+            .select(list(STATUS_SCHEMA))
+        )
     kept = frame.filter(~pl.col("scheduler_id").is_in(settled.get_column("scheduler_id").to_list()))
     return pl.concat([kept, settled])
 

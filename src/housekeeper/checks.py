@@ -5,8 +5,10 @@ Kept light: no polars, no pyarrow, so that the finisher starts fast on every job
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 
 import msgspec
 
@@ -63,6 +65,24 @@ def check_logs(job_dir: str, rules: Rules) -> tuple[int, int, list[LogLine], lis
 
 def missing_files(expected: list[str], workdir: str) -> list[str]:
     return [path for path in expected if not os.path.exists(os.path.join(workdir, path))]
+
+
+def wait_for_files(expected: list[str], workdir: str, grace: float) -> list[str]:
+    """The expected files still missing after waiting up to `grace` seconds for them: on a
+    shared file system (NFS, Lustre) a file written on another node, or by a process the
+    command left behind, can become visible here seconds late. Each look lists the missing
+    files' folders first, which on NFS refreshes the cached attributes."""
+    missing = missing_files(expected, workdir)
+    deadline = time.monotonic() + grace
+    delay = 0.1
+    while missing and time.monotonic() < deadline:
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 1.0)
+        for folder in {os.path.dirname(os.path.join(workdir, path)) or "." for path in missing}:
+            with contextlib.suppress(OSError):
+                os.listdir(folder)
+        missing = missing_files(missing, workdir)
+    return missing
 
 
 def write_record(job_dir: str, record: ExitRecord) -> None:

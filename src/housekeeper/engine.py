@@ -11,23 +11,22 @@ import logging
 import math
 import os
 import re
-import signal
 import socket
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import msgspec
 import polars as pl
 
-from . import jobscript
+from . import faults, jobscript
 from .checks import Rules
-from .errors import SchedulerError
+from .errors import SchedulerError, StateError
 from .models import FREE_RETRY_REASONS, ExitRecord, JobStatus, Reason, Resources, RetryPolicy
 from .scan import scan_file
 from .schedulers.base import ErrorKind, Limits, SubmitRequest
-from .store import Store, Update
+from .store import Store, Update, storage_problem
 from .verdict import SCHEDULER_REASONS, complete_record, decide, read_record, read_running, reason_from_messages
 
 log = logging.getLogger("housekeeper")
@@ -37,13 +36,9 @@ DEP_NATIVE = {"ok": "afterok", "fail": "afternotok", "any": "afterany"}
 _LEFT_TO_HUMANS = frozenset({"JobHeldUser", "JobHeldAdmin"})
 # Dependencies are judged by housekeeper itself; unavailable nodes come back after maintenance.
 _WAITED_OUT = ("Dependency", "ReqNodeNotAvail")
+USAGE_WAIT_SECONDS = 300.0  # how long accounting may lag behind a job's end before its usage is given up
 STALE_CLAIM_SECONDS = 600.0  # a claim this old is abandoned even if its owner's pid still exists
-
-
-def crash_point(name: str) -> None:
-    """Fault-injection hook for the tests: HOUSEKEEPER_CRASH_AT=<name> kills the driver here."""
-    if os.environ.get("HOUSEKEEPER_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+_IN_FLIGHT: set[str] = set()  # tokens of the submissions this process is sending now
 
 
 class Backend(Protocol):
@@ -59,10 +54,12 @@ class Backend(Protocol):
     def submit(self, req: SubmitRequest) -> list[str]: ...
 
     def poll(
-        self, scheduler_ids: Sequence[str], since: float | None = None, folders: dict[str, str] | None = None
+        self, scheduler_ids: Sequence[str], since: float | None = None, folders: dict[str, str] | None = None,
+        usage_ids: Sequence[str] = (),
     ) -> pl.DataFrame:
         """One status frame for these ids. `since`: earliest submission (recycled-id guard);
-        `folders`: each id's job folder (its running.json names the scheduler's own ids)."""
+        `folders`: each id's job folder (its running.json names the scheduler's own ids);
+        `usage_ids`: finished jobs whose usage accounting is still asked for (rows come back)."""
 
     def cancel(self, scheduler_ids: Sequence[str]) -> None: ...
 
@@ -111,11 +108,15 @@ class Engine:
         self.free_retries = free_retries
         # fail_fast: where the last look at each running job's logs stopped (offset, line)
         self._scan_from: dict[tuple[int, int, str], tuple[int, int]] = {}
+        self._retries_resumed = False  # see _pay_owed_retries
+        # finished attempts whose usage accounting has not recorded yet: id -> (job, attempt, give up at)
+        self._usage_due: dict[str, tuple[int, int, float]] = {}
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.spool_dir = os.path.join(jobs_dir, jobscript.HK_DIR, "spool")
         self.array_dir = os.path.join(jobs_dir, jobscript.HK_DIR, "arrays")
 
     # ---------------------------------------------------------------------------- flush
+    @faults.staged("flush")
     def flush(self) -> int:
         """Send every ready PENDING job to the scheduler; returns how many were sent."""
         self.recover()
@@ -156,7 +157,7 @@ class Engine:
                 if parent is None:
                     impossible = True
                     break
-                state = dependency_state(kind, parent["status"])
+                state = dependency_state(kind, self._outcome_so_far(parent))
                 if state is False:
                     impossible = True
                     break
@@ -222,22 +223,32 @@ class Engine:
             job_id=job["job_id"], attempt=job["attempt"], name=job["name"], command=job["command"],
             folder=folder, workdir=job["workdir"], env=_decode_json(job["env"]),
             expected_files=_decode_json(job["expected_files"]), rules_path=self.rules_path, directives=directives,
+            file_grace=self.file_grace,
         )  # fmt: skip
         return f"{folder}/{job['name']}.sh", text
 
     def _submit_group(self, jobs: list[Any], deps: tuple[tuple[str, tuple[str, ...]], ...]) -> int:
         token = f"hk:{uuid.uuid4().hex[:16]}"
+        _IN_FLIGHT.add(token)  # recover() leaves the claim alone while this process is sending it
+        try:
+            return self._send_group(jobs, deps, token)
+        finally:
+            _IN_FLIGHT.discard(token)
+
+    def _send_group(self, jobs: list[Any], deps: tuple[tuple[str, tuple[str, ...]], ...], token: str) -> int:
         pairs = [(j["job_id"], j["attempt"]) for j in jobs]
         submission_id = self.store.try_claim(pairs, token, self.owner, "")
         if submission_id is None:
             return 0  # another driver is submitting these
-        crash_point("after_claim")
+        faults.point("after_claim")
+        target = self.jobs_dir  # what was being written, for the error
         try:
             if len(jobs) == 1:
                 job = jobs[0]
                 request = self._request(job, deps, jobscript.script_path(self.jobs_dir, job["job_subdir"], job["name"]),
                                         token)  # fmt: skip
                 path, text = self._script(job, self.backend.directives(request))
+                target = path
                 jobscript.install_script(path, text, job["attempt"] - 1)
             else:
                 # Array tasks install their own folder and (ready-made) script when they start,
@@ -245,6 +256,7 @@ class Engine:
                 os.makedirs(self.array_dir, exist_ok=True)
                 os.makedirs(self.spool_dir, exist_ok=True)
                 base = os.path.join(self.array_dir, str(submission_id))
+                target = f"{base}.tasks"
                 note = [f"# sent as one task of the array in {base}.sh"]
                 width = jobscript.write_array_manifest(base, (self._script(job, note) for job in jobs))
                 request = self._request(jobs[0], deps, base + ".sh", token, array_size=len(jobs))
@@ -254,21 +266,33 @@ class Engine:
                 )
                 _write_text(base + ".sh", text, executable=True)
         except OSError as exc:
-            self.store.release_claim(submission_id, f"cannot write job files: {exc}")
-            raise
+            self._files_failed(submission_id, jobs, exc, target)
         try:
             ids = self.backend.submit(request)
         except SchedulerError as exc:
             return self._submit_failed(submission_id, jobs, exc)
+        except OSError as exc:  # the local backend's queue lives in jobs_dir; nothing was queued
+            self._files_failed(submission_id, jobs, exc, exc.filename or self.jobs_dir)
         if len(ids) != len(jobs):
             raise RuntimeError(f"scheduler returned {len(ids)} ids for {len(jobs)} jobs")
-        crash_point("after_submit")
+        faults.point("after_submit")
         now = time.time()
         self.store.record_submitted(
             submission_id, ids[0].split("_")[0], [(j, a, sid) for (j, a), sid in zip(pairs, ids)], now
         )
         log.info("submitted %d job(s) as %s", len(jobs), ids[0] if len(ids) == 1 else f"array {ids[0]}..")
         return len(jobs)
+
+    def _files_failed(self, submission_id: int, jobs: list[Any], exc: OSError, target: str) -> NoReturn:
+        """Writing a submission's files failed (e.g. a full or read-only disk): nothing reached
+        the scheduler, so the jobs are given back, still PENDING, for a later flush."""
+        ids = f"job {jobs[0]['job_id']}" if len(jobs) == 1 else f"{len(jobs)} jobs ({jobs[0]['job_id']}..)"
+        message = f"cannot write the files of {ids} at {target}: {storage_problem(exc) or exc}"
+        try:
+            self.store.release_claim(submission_id, message)
+        except StateError as release_exc:  # the database is on the same full disk: the next
+            log.error("housekeeper: %s", release_exc)  # flush's recover() gives them back
+        raise StateError(f"{message}; nothing was sent, the jobs stay PENDING and a later flush sends them") from exc
 
     def _submit_failed(self, submission_id: int, jobs: list[dict[str, Any]], exc: SchedulerError) -> int:
         kind = exc.kind
@@ -299,7 +323,9 @@ class Engine:
         if host != socket.gethostname() or not pid.isdigit():
             return False
         if int(pid) == os.getpid():
-            return False
+            # Ours: abandoned unless being sent right now (e.g. a claim a full disk kept us
+            # from giving back, or one whose accepted submission we could not record).
+            return submission["token"] not in _IN_FLIGHT
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
@@ -312,6 +338,8 @@ class Engine:
         """Finish the submissions of drivers that died between claiming jobs and recording
         what the scheduler answered: adopt what the scheduler has, release the rest.
         Returns how many jobs were adopted."""
+        if not self._retries_resumed:
+            self._pay_owed_retries()
         adopted = 0
         for submission in self.store.submissions_in_state("claimed"):
             if not self._owner_gone(submission):
@@ -345,6 +373,7 @@ class Engine:
         return adopted
 
     # ----------------------------------------------------------------------------- poll
+    @faults.staged("poll")
     def poll(self) -> list[Update]:
         """One look at the scheduler for all active jobs; returns the changes applied."""
         active = self.store.jobs_where("status IN ('QUEUED', 'RUNNING')")
@@ -353,20 +382,88 @@ class Engine:
             try:
                 since = min(j["submitted_at"] or time.time() for j in active) - 300
                 folders = {j["scheduler_id"]: jobscript.job_dir(self.jobs_dir, j["job_subdir"]) for j in active}
-                frame = self.backend.poll(list(folders), since=since, folders=folders)
+                if self._usage_due:
+                    frame = self.backend.poll(list(folders), since=since, folders=folders,
+                                              usage_ids=list(self._usage_due))  # fmt: skip
+                else:
+                    frame = self.backend.poll(list(folders), since=since, folders=folders)
             except SchedulerError as exc:
                 if not exc.transient:
                     raise
                 log.warning("scheduler not answering, no change recorded this time: %s", exc)
                 return []
             rows = {r["scheduler_id"]: r for r in frame.iter_rows(named=True)}
+            self._fill_usage(rows)
             applied = self._judge(active, rows)
             if self.fail_fast:
                 applied += self.check_running_logs()
+        elif self._usage_due:
+            self.settle_usage(0)
         self._retry(applied)
         self._cancel_impossible()
         self.flush()
         return applied
+
+    def _want_usage(self, updates: Sequence[tuple[str | None, Update]], now: float) -> None:
+        """Finished attempts that ran but whose usage accounting did not know yet (it lags the
+        queue by seconds): asked again with the next polls' accounting query, for a while."""
+        if not getattr(self.backend, "accounting_lags", False):
+            return
+        for scheduler_id, update in updates:
+            if (scheduler_id and update.status in ("COMPLETED", "FAILED") and update.cpu_time_s is None
+                    and update.started_at is not None):  # fmt: skip
+                self._usage_due[scheduler_id] = (update.job_id, update.attempt, now + USAGE_WAIT_SECONDS)
+
+    def _fill_usage(self, rows: dict[str, dict[str, Any]]) -> None:
+        if not self._usage_due:
+            return
+        now = time.time()
+        found: list[Update] = []
+        for scheduler_id, (job_id, attempt, give_up) in list(self._usage_due.items()):
+            row = rows.get(scheduler_id)
+            if row is not None and row.get("cpu_time_s") is not None:
+                found.append(Update(job_id=job_id, attempt=attempt, status="", elapsed_s=row.get("elapsed_s"),
+                                    cpu_time_s=row.get("cpu_time_s"), max_rss_mb=row.get("max_rss_mb"),
+                                    nodelist=row.get("node")))  # fmt: skip
+                del self._usage_due[scheduler_id]
+            elif now > give_up:
+                del self._usage_due[scheduler_id]
+        if found:
+            self.store.record_usage(found)
+
+    def settle_usage(self, wait: float) -> None:
+        """Ask accounting for the usage of finished attempts it had not recorded yet, again
+        every 2 s for up to `wait` seconds (0: once)."""
+        usage = getattr(self.backend, "usage", None)
+        deadline = time.time() + wait
+        while self._usage_due and usage is not None:
+            try:
+                frame = usage(list(self._usage_due), time.time() - 7 * 86400)
+            except SchedulerError as exc:
+                log.info("usage of finished jobs not read yet: %s", exc)
+                return
+            if frame is None:  # no accounting to ask (any more)
+                self._usage_due.clear()
+                return
+            self._fill_usage({r["scheduler_id"]: r for r in frame.iter_rows(named=True)})
+            if not self._usage_due or time.time() + 2 > deadline:
+                return
+            time.sleep(2)
+
+    def _pay_owed_retries(self) -> None:
+        """Failures whose retry was due but never made: a driver killed between recording a
+        failure and the new attempt leaves the job FAILED with a retry owed. Paid once per
+        driver, before anything judges its dependants (new_attempt checks the attempt, so two
+        drivers cannot both pay it)."""
+        free = ",".join(f"'{r}'" for r in sorted(FREE_RETRY_REASONS))
+        rows = self.store.jobs_where(
+            f"status='FAILED' AND reason IS NOT NULL AND reason != '{Reason.SUBMIT_ERROR.value}' "
+            f"AND (retries_used < max_retries OR reason IN ({free}))"
+        )
+        if rows:
+            self._retry([Update(job_id=j["job_id"], attempt=j["attempt"], status="FAILED", reason=j["reason"],
+                                nodelist=j["nodelist"]) for j in rows])  # fmt: skip
+        self._retries_resumed = True
 
     def _judge(self, active: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> list[Update]:
         now = time.time()
@@ -374,7 +471,7 @@ class Engine:
         missing: list[int] = []
         lost: list[Update] = []
         stuck: list[tuple[dict[str, Any], str]] = []
-        held: list[str] = []
+        held: list[dict[str, Any]] = []
         dep_jobs = [j["job_id"] for j in active if j["has_deps"]]
         impossible = self._impossible(dep_jobs) if dep_jobs else set()
         for job in active:
@@ -386,7 +483,7 @@ class Engine:
             if sched is not None and status == "QUEUED" and sched.get("never_runs"):
                 pending = str(sched.get("pending_reason") or "")
                 if "launch failed" in pending.lower():
-                    held.append(job["scheduler_id"])  # SLURM held it after a failed launch: let it go again
+                    held.append(job)  # SLURM held it after a failed launch: let it go again
                 elif not pending.startswith(_WAITED_OUT) and pending not in _LEFT_TO_HUMANS:
                     stuck.append((job, pending))
             if sched is not None and status in ("QUEUED", "RUNNING"):
@@ -413,11 +510,17 @@ class Engine:
                                        reason=Reason.LOST.value, ended_at=now,
                                        note="the scheduler forgot the job and it left no exit record"))  # fmt: skip
                 continue
-            if record is None and sched is not None and sched.get("status") == "COMPLETED":
+            # Ended by its own exit (not killed by the scheduler): the job wrote an exit record,
+            # which may not be visible here yet (NFS/Lustre lag).
+            if record is None and sched is not None and (status == "COMPLETED" or (
+                status == "FAILED" and sched.get("reason") in (None, Reason.EXIT_CODE.value)
+            )):
                 ended = sched.get("ended_at") or now
                 if now - ended < self.file_grace:
-                    continue  # the exit record may not be visible yet (NFS/Lustre lag)
-                record = ExitRecord(job_id=job["job_id"], attempt=job["attempt"], exit_code=sched.get("exit_code") or 0)
+                    continue
+                if status == "COMPLETED":
+                    record = ExitRecord(job_id=job["job_id"], attempt=job["attempt"],
+                                        exit_code=sched.get("exit_code") or 0)  # fmt: skip
             if record is not None and not record.checked:
                 record = complete_record(record, folder, job["workdir"],
                                          msgspec.json.decode(job["expected_files"]), self.rules)  # fmt: skip
@@ -441,6 +544,8 @@ class Engine:
                 native_state=sched.get("native_state") if sched else None, exit_code=outcome.exit_code,
                 signal=outcome.signal, started_at=outcome.started_at, ended_at=outcome.ended_at or now,
                 detail=outcome.detail, **_usage(sched, record, outcome.started_at, outcome.ended_at),
+                note=(f"the scheduler lost {outcome.detail['requeued']} run(s) of this attempt and started it again"
+                      if outcome.detail.get("requeued") else None),
             ))  # fmt: skip
         if missing:
             self.store.mark_missing(missing, now)
@@ -448,17 +553,23 @@ class Engine:
             self._release(held)
         if stuck:
             updates += self._end_stuck(stuck, now)
-        return self.store.apply(updates + lost)
+        applied = self.store.apply(updates + lost)
+        scheduler_ids = {j["job_id"]: j["scheduler_id"] for j in active}
+        self._want_usage([(scheduler_ids[u.job_id], u) for u in applied], now)
+        return applied
 
-    def _release(self, scheduler_ids: list[str]) -> None:
+    def _release(self, jobs: list[dict[str, Any]]) -> None:
         release = getattr(self.backend, "release", None)
         if release is None:
             return
         try:
-            release(scheduler_ids)
-            log.warning("released %d job(s) the scheduler held after a failed launch", len(scheduler_ids))
+            release([j["scheduler_id"] for j in jobs])
         except SchedulerError as exc:
             log.warning("could not release held jobs: %s", exc)
+            return
+        log.warning("released %d job(s) the scheduler held after a failed launch", len(jobs))
+        self.store.add_events([(j["job_id"], j["attempt"], "the scheduler failed to launch it and held it; released")
+                               for j in jobs])  # fmt: skip
 
     def _end_stuck(self, stuck: list[tuple[dict[str, Any], str]], now: float) -> list[Update]:
         """Jobs the scheduler accepted but will never start (e.g. more nodes than the partition
@@ -525,16 +636,27 @@ class Engine:
             for j, lines, patterns in doomed
         ])  # fmt: skip
 
+    def _outcome_so_far(self, parent: dict[str, Any]) -> str:
+        """A parent's status as its dependants see it: a failure whose retry is still to be
+        made (by this driver later in this poll, by another driver, or by the next driver after
+        a crash) is not its final outcome yet."""
+        if parent["status"] == "FAILED" and parent["reason"] != Reason.SUBMIT_ERROR.value and retry_kind(
+            parent, parent["reason"], decode_policy(parent["retry_policy"]), self.free_retries
+        ):
+            return "PENDING"
+        return str(parent["status"])
+
     def _impossible(self, job_ids: Sequence[int]) -> set[int]:
         """Jobs whose dependency condition can no longer hold."""
         parents = self.store.parents(job_ids)
-        status = {p["job_id"]: p["status"] for p in self.store.jobs_by_ids(
+        status = {p["job_id"]: self._outcome_so_far(p) for p in self.store.jobs_by_ids(
             list({pid for deps in parents.values() for pid, _ in deps}))}  # fmt: skip
         return {
             job_id for job_id, deps in parents.items()
             if any(dependency_state(kind, status.get(pid, "CANCELLED")) is False for pid, kind in deps)
         }  # fmt: skip
 
+    @faults.staged("retry")
     def _retry(self, applied: Sequence[Update]) -> None:
         """Failed jobs go again when their policy says so: preemption and node failure first
         from the free budget, everything else from max_retries; the request grows as the
@@ -734,8 +856,13 @@ def _usage(sched: dict[str, Any] | None, record: ExitRecord | None, started: flo
     if sched is not None:
         usage = {"elapsed_s": sched.get("elapsed_s"), "cpu_time_s": sched.get("cpu_time_s"),
                  "max_rss_mb": sched.get("max_rss_mb"), "nodelist": sched.get("node")}  # fmt: skip
-    if usage.get("elapsed_s") is None and started and ended and ended >= started:
-        usage["elapsed_s"] = ended - started
+    if usage.get("elapsed_s") is None:
+        # The exit record's own times are precise and of one clock; the scheduler's end time is
+        # whole seconds (truncated), so mixing the two can come out shorter than the job ran.
+        if record is not None and record.started_at and record.ended_at and record.ended_at >= record.started_at:
+            usage["elapsed_s"] = record.ended_at - record.started_at
+        elif started and ended and ended >= started:
+            usage["elapsed_s"] = ended - started
     if usage.get("nodelist") is None and record is not None and record.host:
         usage["nodelist"] = record.host
     return usage
@@ -752,10 +879,4 @@ def _write_text(path: str, text: str, executable: bool = False) -> None:
 
 
 def _write_bytes(path: str, data: bytes, executable: bool = False) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-    if executable:
-        mode = os.stat(temporary).st_mode
-        os.chmod(temporary, mode | ((mode & 0o444) >> 2))  # x where r, honouring the umask
-    os.replace(temporary, path)
+    jobscript.write_file(path, data, executable)

@@ -12,10 +12,12 @@ from a fixed-width manifest by the task index.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shlex
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 HK_DIR = ".housekeeper"
 STATUS_FILE = "status.json"
@@ -61,6 +63,7 @@ def render_job_script(
     rules_path: str,
     directives: Sequence[str] = (),
     python: str | None = None,
+    file_grace: float = 0.0,
 ) -> str:
     q = shlex.quote
     lines = ["#!/bin/bash", *directives]
@@ -82,8 +85,17 @@ def render_job_script(
         "  done",
         "fi",
         "unset HK_ROTATE",
+        # Started again by the scheduler after it lost a run of this attempt (SLURM requeues a
+        # job after a node failure or a launch that failed under load): what the lost run left
+        # is kept as stdout.<attempt>.requeue<N>.log etc., and this run starts clean.
+        'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] 2>/dev/null && [ -e "$HK_JOB_DIR/running.json" ]; then',
+        "  for hk_f in stdout.log stderr.log status.json running.json; do",
+        '    hk_old="$HK_JOB_DIR/${hk_f%.*}.$HK_ATTEMPT.requeue$SLURM_RESTART_COUNT.${hk_f##*.}"',
+        '    if [ -e "$HK_JOB_DIR/$hk_f" ]; then mv -f "$HK_JOB_DIR/$hk_f" "$hk_old"; fi',
+        "  done",
+        "fi",
         'exec >>"$HK_JOB_DIR/stdout.log" 2>>"$HK_JOB_DIR/stderr.log"',
-        f"cd {q(workdir)} || {{ echo \"housekeeper: cannot cd to {workdir}\" >&2; exit 1; }}",
+        f"cd {q(workdir)} || {{ echo {q('housekeeper: cannot cd to ' + workdir)} >&2; exit 1; }}",
     ]
     lines += [f"export {key}={q(value)}" for key, value in env.items()]
     lines += [
@@ -100,10 +112,13 @@ def render_job_script(
         # the finisher record what happened (bash runs the trap once the command has ended).
         "trap 'hk_term=15' TERM",
         "trap 'hk_term=2' INT",
-        f"/bin/bash -c {q(command)}",
+        f"/bin/bash -c -- {q(command)}",  # '--': a command starting with '-' is not bash's options
         "hk_rc=$?",
         "trap - TERM INT",
-        f'PYTHONPATH={q(PACKAGE_PARENT)}${{PYTHONPATH:+:$PYTHONPATH}} "$HK_PYTHON" -m housekeeper._finish \\',
+        # HK_FILE_GRACE: how long the finisher waits for expected files that are late to show
+        # up (NFS/Lustre lag), the driver's file_grace.
+        f'HK_FILE_GRACE={file_grace:g} PYTHONPATH={q(PACKAGE_PARENT)}${{PYTHONPATH:+:$PYTHONPATH}} \\',
+        '  "$HK_PYTHON" -m housekeeper._finish \\',
         f'  "$HK_JOB_DIR" {job_id} {attempt} "$hk_rc" "$hk_started" "$hk_term" {q(rules_path)} -- \\',
         "  " + " ".join(q(f) for f in expected_files),
         "hk_verdict=$?",
@@ -124,15 +139,32 @@ def install_script(path: str, text: str, finished_attempt: int = 0) -> None:
     """Create the job's folder (keeping a finished attempt's files beside it) and write its
     script, executable where readable (the umask decides the rest)."""
     folder = os.path.dirname(path)
+    if os.path.islink(folder):  # writing (and rotating logs) through it would reach outside jobs_dir
+        raise OSError(errno.ELOOP, "the job folder is a symbolic link; housekeeper writes only inside jobs_dir", folder)
     os.makedirs(folder, exist_ok=True)
     if finished_attempt:
         rotate_attempt_files(folder, finished_attempt)
+    write_file(path, text.encode(), executable=True)
+
+
+def write_file(path: str, data: bytes | Iterable[bytes], executable: bool = False) -> None:
+    """Write a file whole or not at all (temporary file + rename); a failed write (a full
+    disk) leaves neither a half-written file nor the temporary behind."""
     temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as handle:
-        handle.write(text)
-    mode = os.stat(temporary).st_mode
-    os.chmod(temporary, mode | ((mode & 0o444) >> 2))
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as handle:
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                handle.writelines(data)
+        if executable:
+            mode = os.stat(temporary).st_mode
+            os.chmod(temporary, mode | ((mode & 0o444) >> 2))  # x where r, honouring the umask
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def write_array_manifest(base: str, scripts: Iterable[tuple[str, str]]) -> int:
@@ -141,19 +173,23 @@ def write_array_manifest(base: str, scripts: Iterable[tuple[str, str]]) -> int:
     seek. Streams: holds one script at a time. Returns the index line width."""
     entries: list[bytes] = []
     offset = 0
-    temporary = f"{base}.tasks.{os.getpid()}.tmp"
-    with open(temporary, "wb") as tasks:
+
+    def blobs() -> Iterator[bytes]:
+        nonlocal offset
         for path, text in scripts:
             blob = text.encode()
-            tasks.write(blob)
             entries.append(f"{offset} {len(blob)} {path}".encode())
             offset += len(blob)
-    os.replace(temporary, base + ".tasks")
+            yield blob
+
+    write_file(base + ".tasks", blobs())
     width = max(len(entry) for entry in entries) + 1
-    temporary = f"{base}.index.{os.getpid()}.tmp"
-    with open(temporary, "wb") as index:
-        index.writelines(entry.ljust(width - 1) + b"\n" for entry in entries)
-    os.replace(temporary, base + ".index")
+    try:
+        write_file(base + ".index", (entry.ljust(width - 1) + b"\n" for entry in entries))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(base + ".tasks")
+        raise
     return width
 
 
@@ -171,6 +207,8 @@ def render_array_script(*, directives: Sequence[str], manifest: str, width: int,
             'if [ -z "$hk_index" ]; then echo "housekeeper: no array task index in the environment" >&2; exit 2; fi',
             f'read -r hk_at hk_len hk_script < <(dd if={index} bs={width} skip="$hk_index" count=1 2>/dev/null)',
             'if [ -z "$hk_script" ]; then echo "housekeeper: no job for array index $hk_index" >&2; exit 2; fi',
+            'if [ -L "${hk_script%/*}" ]; then echo "housekeeper: ${hk_script%/*} is a symbolic link;'
+            ' not writing through it" >&2; exit 2; fi',
             'mkdir -p "${hk_script%/*}" || exit 1',
             f'tail -c +"$((hk_at + 1))" {tasks} | head -c "$hk_len" > "$hk_script.$$.tmp" || exit 1',
             'chmod +x "$hk_script.$$.tmp" && mv -f "$hk_script.$$.tmp" "$hk_script" || exit 1',

@@ -22,7 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from .jobscript import PACKAGE_PARENT
+from .jobscript import PACKAGE_PARENT, write_file
 from .models import JobStatus, Reason
 from .schedulers.base import STATUS_SCHEMA, Limits, SubmitRequest
 
@@ -38,6 +38,7 @@ _DONE_STATES: dict[str, tuple[JobStatus, Reason | None]] = {
     "LOST": (JobStatus.FAILED, Reason.LOST),  # the supervisor vanished without a record
 }
 _LAUNCH_GRACE = 30.0  # a running entry without a live pid yet is being launched by someone
+_COUNTER_WIDTH = 20
 
 
 def _process_start(pid: int) -> str | None:
@@ -68,13 +69,13 @@ class LocalBackend:
 
     def _next_ids(self, count: int) -> list[int]:
         counter = os.path.join(self.state_dir, "counter")
-        with open(counter, "a+") as handle:
+        with os.fdopen(os.open(counter, os.O_RDWR | os.O_CREAT, 0o644), "r+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.seek(0)
             first = int(handle.read().strip() or "1")
+            # Overwritten in place at a fixed width, never truncated: on a full disk a
+            # truncate-and-write would leave the counter empty and hand out used ids again.
             handle.seek(0)
-            handle.truncate()
-            handle.write(str(first + count))
+            handle.write(str(first + count).ljust(_COUNTER_WIDTH))
             handle.flush()
         return list(range(first, first + count))
 
@@ -104,7 +105,10 @@ class LocalBackend:
             "submitted_at": time.time(),
         }  # fmt: skip
         _write_json(self._path("queue", scheduler_id), entry)
-        self.schedule()
+        try:
+            self.schedule()
+        except OSError as exc:  # it is queued: the next poll starts it
+            log.warning("housekeeper: local job %s queued, not started yet: %s", scheduler_id, exc)
         return [scheduler_id]
 
     # -- scheduling ---------------------------------------------------------------------
@@ -182,8 +186,10 @@ class LocalBackend:
 
     # -- queries ------------------------------------------------------------------------
     def poll(
-        self, scheduler_ids: Sequence[str], since: float | None = None, folders: dict[str, str] | None = None
+        self, scheduler_ids: Sequence[str], since: float | None = None, folders: dict[str, str] | None = None,
+        usage_ids: Sequence[str] = (),
     ) -> pl.DataFrame:
+        """The local queue's view (usage comes with a job's end: `usage_ids` is never needed)."""
         self.schedule()
         rows: list[dict[str, Any]] = []
         for scheduler_id in scheduler_ids:
@@ -275,7 +281,4 @@ def _read_json(path: str) -> dict[str, Any] | None:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(data, handle)
-    os.replace(temporary, path)
+    write_file(path, json.dumps(data).encode())

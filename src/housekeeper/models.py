@@ -134,4 +134,5 @@ class ExitRecord(msgspec.Struct, kw_only=True):
     log_patterns: list[str] = []  # parallel to log_lines: the error pattern that hit
     missing_files: list[str] = []
     terminated: int = 0  # the signal the batch script itself received (15: time limit or cancel)
+    restarts: int = 0  # runs of this attempt the scheduler lost and started again (SLURM requeue)
     ok: bool = False

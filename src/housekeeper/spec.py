@@ -20,8 +20,21 @@ _QUEUE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+,-]{0,127}\Z")
 _ACCOUNT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}\Z")
 _MEMORY_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(I?B?)\s*\Z", re.IGNORECASE)
 _UNIT_MB = {"K": 1 / 1024, "M": 1, "": 1, "G": 1024, "T": 1024 * 1024}
-# Folders housekeeper itself keeps in jobs_dir.
-RESERVED_SUBDIRS = frozenset({".housekeeper", "housekeeper.db"})
+# Folders housekeeper itself keeps in jobs_dir (SQLite keeps -wal, -shm and -journal beside the db).
+RESERVED_SUBDIRS = frozenset(
+    {".housekeeper", "housekeeper.db", "housekeeper.db-wal", "housekeeper.db-shm", "housekeeper.db-journal"}
+)
+# Counts, ids, megabytes and seconds are stored as SQLite integers (64-bit) and handed to schedulers
+# that keep them in 32 bits: refuse what would overflow instead of failing later.
+MAX_COUNT = 2**31 - 1
+MAX_JOB_ID = 2**63 - 1
+MAX_MEMORY_MB = 2**40  # an exabyte
+MAX_WALLTIME_S = 2**31 - 1  # 68 years
+MAX_ESCALATION_FACTOR = 100  # a larger one overflows the grown request (1e308 x 3600 s is inf)
+# The batch script sets these itself; an env entry of the same name would change what it does.
+_SCRIPT_VARIABLE_PREFIXES = ("HK_", "hk_")
+# bash refuses to assign these, so the value could never arrive.
+_BASH_READONLY = frozenset({"BASHOPTS", "BASH_VERSINFO", "EUID", "PPID", "SHELLOPTS", "UID"})
 
 
 def _check_int(parameter: str, value: Any, minimum: int) -> int:
@@ -29,7 +42,21 @@ def _check_int(parameter: str, value: Any, minimum: int) -> int:
         raise InvalidArgumentError(parameter, value, f"must be a whole number >= {minimum}")
     if value < minimum:
         raise InvalidArgumentError(parameter, value, f"must be >= {minimum}")
+    if value > MAX_COUNT:
+        raise InvalidArgumentError(parameter, value, f"must be at most {MAX_COUNT}")
     return value
+
+
+def _check_text(parameter: str, value: Any, text: str, what: str = "") -> str:
+    """Text that goes into the batch script and the database must be encodable as UTF-8:
+    refuse lone surrogates (e.g. undecodable file names) and NUL bytes here, not at flush."""
+    if "\0" in text:
+        raise InvalidArgumentError(parameter, value, f"{what}contains a NUL byte")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(parameter, value, f"{what}is not valid text (it holds a lone surrogate)") from None
+    return text
 
 
 @functools.lru_cache(maxsize=256)
@@ -59,6 +86,8 @@ def parse_memory(value: Any, parameter: str = "memory") -> int | None:
     if isinstance(value, int):
         if value <= 0:
             raise InvalidArgumentError(parameter, value, "must be positive")
+        if value > MAX_MEMORY_MB:
+            raise InvalidArgumentError(parameter, value, f"is too large (at most {MAX_MEMORY_MB} MB)")
         return value
     if not isinstance(value, str):
         raise InvalidArgumentError(parameter, value, "must be a size such as '4GB' or an integer number of MB")
@@ -73,6 +102,8 @@ def parse_memory(value: Any, parameter: str = "memory") -> int | None:
     megabytes = float(number) * _UNIT_MB[unit.upper()]
     if suffix.upper() == "B" and not unit:
         megabytes = float(number) / (1024 * 1024)  # plain bytes
+    if not megabytes <= MAX_MEMORY_MB:  # also catches inf from a thousand-digit number
+        raise InvalidArgumentError(parameter, value, f"is too large (at most {MAX_MEMORY_MB} MB)")
     result = math.ceil(megabytes)
     if result <= 0:
         raise InvalidArgumentError(parameter, value, "must be positive")
@@ -88,13 +119,13 @@ def parse_walltime(value: Any, parameter: str = "walltime") -> int | None:
         seconds = value.total_seconds()
         if seconds <= 0:
             raise InvalidArgumentError(parameter, value, "must be positive")
-        return math.ceil(seconds)
+        return _check_walltime_cap(parameter, value, math.ceil(seconds))
     if isinstance(value, bool):
         raise InvalidArgumentError(parameter, value, "must be 'HH:MM:SS', 'D-HH:MM:SS', minutes or a timedelta")
     if isinstance(value, int):
         if value <= 0:
             raise InvalidArgumentError(parameter, value, "must be a positive number of minutes")
-        return value * 60
+        return _check_walltime_cap(parameter, value, value * 60)
     if not isinstance(value, str):
         raise InvalidArgumentError(parameter, value, "must be 'HH:MM:SS', 'D-HH:MM:SS', minutes or a timedelta")
     text = value.strip()
@@ -122,7 +153,13 @@ def parse_walltime(value: Any, parameter: str = "walltime") -> int | None:
     total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
     if total <= 0:
         raise InvalidArgumentError(parameter, value, "must be positive")
-    return total
+    return _check_walltime_cap(parameter, value, total)
+
+
+def _check_walltime_cap(parameter: str, value: Any, seconds: int) -> int:
+    if seconds > MAX_WALLTIME_S:
+        raise InvalidArgumentError(parameter, value, f"is too long (at most {MAX_WALLTIME_S} seconds)")
+    return seconds
 
 
 def format_walltime(seconds: int) -> str:
@@ -176,7 +213,7 @@ def _check_ids(parameter: str, value: Any) -> tuple[int, ...]:
         raise InvalidArgumentError(parameter, value, "must be a list of job ids returned by submit()")
     ids: list[int] = []
     for item in value:
-        if isinstance(item, bool) or not isinstance(item, int):
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= MAX_JOB_ID:
             raise InvalidArgumentError(parameter, value, f"contains {item!r}, which is not a job id")
         if item not in ids:
             ids.append(item)
@@ -192,12 +229,13 @@ def _check_env(value: Any) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(key, str) or not _ENV_KEY_RE.match(key):
             raise InvalidArgumentError("env", value, f"key {key!r} is not a valid environment variable name")
+        if key.startswith(_SCRIPT_VARIABLE_PREFIXES):
+            raise InvalidArgumentError("env", value, f"key {key!r} is reserved: HK_* and hk_* belong to the batch script")
+        if key in _BASH_READONLY:
+            raise InvalidArgumentError("env", value, f"key {key!r} is read-only in bash and cannot be set")
         if isinstance(item, bool) or not isinstance(item, (str, int, float, Path)):
             raise InvalidArgumentError("env", value, f"value of {key!r} must be a string or a number")
-        text = str(item)
-        if "\0" in text:
-            raise InvalidArgumentError("env", value, f"value of {key!r} contains a NUL byte")
-        env[key] = text
+        env[key] = _check_text("env", value, str(item), f"value of {key!r} ")
     return env
 
 
@@ -212,7 +250,7 @@ def _check_files(value: Any) -> tuple[str, ...]:
     for item in value:
         if not isinstance(item, (str, Path)) or not str(item) or "\0" in str(item) or "\n" in str(item):
             raise InvalidArgumentError("expected_files", value, f"contains {item!r}, which is not a usable path")
-        files.append(str(item))
+        files.append(_check_text("expected_files", value, str(item), f"entry {item!r} "))
     return tuple(files)
 
 
@@ -241,8 +279,7 @@ def build_spec(
     """Validate every submit() argument; raises InvalidArgumentError naming the first bad one."""
     if not isinstance(command, str) or not command.strip():
         raise InvalidArgumentError("command", command, "must be a non-empty string")
-    if "\0" in command:
-        raise InvalidArgumentError("command", command, "contains a NUL byte")
+    _check_text("command", command, command)
     name = default_name(command) if name is None else check_name(name)
     subdir = check_subdir(job_subdir)
     if queue is not None and (not isinstance(queue, str) or not _QUEUE_RE.match(queue)):
@@ -251,8 +288,11 @@ def build_spec(
         raise InvalidArgumentError("account", account, "must be an account name (letters, digits, '_.@+-')")
     if workdir is None:
         workdir_path = os.getcwd()
-    elif isinstance(workdir, (str, Path)) and str(workdir) and "\0" not in str(workdir) and "\n" not in str(workdir):
-        workdir_path = os.path.abspath(str(workdir))
+    elif isinstance(workdir, (str, Path)) and str(workdir):
+        # A newline or carriage return cannot go into a '#SBATCH --chdir' or '#PBS' line.
+        if "\n" in str(workdir) or "\r" in str(workdir):
+            raise InvalidArgumentError("workdir", workdir, "contains a line break, which no scheduler accepts")
+        workdir_path = os.path.abspath(_check_text("workdir", workdir, str(workdir)))
     else:
         raise InvalidArgumentError("workdir", workdir, "must be a directory path")
     # Sweeps submit from one folder a million times: ask the file system once per folder.
@@ -342,8 +382,10 @@ def _build_policy(retry_on: Any, escalate: Any) -> RetryPolicy:
             continue
         if value is True:
             value = DEFAULT_ESCALATION[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 1:
-            raise InvalidArgumentError("escalate", escalate, f"{key!r} must be a factor > 1 (e.g. 2), got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 < value <= MAX_ESCALATION_FACTOR:
+            raise InvalidArgumentError(
+                "escalate", escalate, f"{key!r} must be a factor > 1 and <= {MAX_ESCALATION_FACTOR} (e.g. 2), got {value!r}"
+            )
         factors[key] = float(value)
     node_fail = settings.get("node_fail", False)
     if not isinstance(node_fail, bool):

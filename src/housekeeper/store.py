@@ -3,6 +3,7 @@ through which every change of a job's state passes."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from . import faults
 from .errors import StateError
 from .models import TERMINAL_NAMES
 
@@ -253,6 +255,9 @@ class Store:
                     ],
                 )
         except sqlite3.DatabaseError as exc:
+            problem = storage_problem(exc) or (f"the file system is read-only ({exc})" if read_only_file_system(self.path) else None)
+            if problem is not None:
+                raise StateError(f"cannot open the housekeeper database {self.path}: {problem}") from exc
             raise StateError(f"{self.path} cannot be used as a housekeeper database: {exc}") from exc
 
     def _migrate(self, version: int) -> None:
@@ -282,15 +287,27 @@ class Store:
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc) or delay is None:
+                    problem = storage_problem(exc)
+                    if problem is not None:
+                        raise StateError(f"cannot write the housekeeper database {self.path}: {problem}") from exc
                     raise
                 time.sleep(delay)
         try:
             yield cur
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
+            faults.point("store.commit")
             conn.execute("COMMIT")
+        except BaseException as exc:
+            # SQLite rolls back by itself on some errors (a full disk among them): a ROLLBACK
+            # then would fail and hide the real error. A failed COMMIT is rolled back here.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            problem = storage_problem(exc)
+            if problem is not None:
+                raise StateError(f"cannot write the housekeeper database {self.path}: {problem}; nothing of "
+                                 "this change was recorded, what was recorded before is intact") from exc
+            raise
+        faults.point("store.committed")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -571,6 +588,28 @@ class Store:
             )  # fmt: skip
         return applied
 
+    def add_events(self, events: Sequence[tuple[int, int, str]]) -> None:
+        """Lines in jobs' histories that change no state: (job_id, attempt, note)."""
+        now = time.time()
+        with self.transaction() as cur:
+            cur.executemany(
+                "INSERT INTO events(job_id, attempt, at, status, reason, note)"
+                " SELECT job_id, attempt, ?, status, NULL, ? FROM jobs WHERE job_id=? AND attempt=?",
+                [(now, note, job_id, attempt) for job_id, attempt, note in events],
+            )
+
+    def record_usage(self, usage: Sequence[Update]) -> None:
+        """What finished attempts used, learnt after their verdict (accounting lags behind the
+        queue): usage columns only, never a status."""
+        rows = [(u.elapsed_s, u.cpu_time_s, u.max_rss_mb, u.nodelist, u.job_id, u.attempt) for u in usage]
+        with self.transaction() as cur:
+            for table in ("jobs", "attempts"):
+                cur.executemany(
+                    f"UPDATE {table} SET elapsed_s=COALESCE(?, elapsed_s), cpu_time_s=COALESCE(?, cpu_time_s),"
+                    " max_rss_mb=COALESCE(?, max_rss_mb), nodelist=COALESCE(?, nodelist) WHERE job_id=? AND attempt=?",
+                    rows,
+                )
+
     def mark_missing(self, job_ids: Sequence[int], at: float) -> None:
         """Remember when an active job was first not found anywhere (for `lost`)."""
         with self.transaction() as cur:
@@ -651,6 +690,39 @@ class Store:
 
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """What is wrong with the disk under a failed write, in words a user can act on; None when
+    the error is not about the disk."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)
+        if "full" in text:
+            return f"the disk is full ({text})"
+        if "readonly" in text or "read-only" in text:
+            return f"it is read-only ({text})"
+        if "disk I/O error" in text:
+            return f"the disk failed ({text})"
+        return None
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        return _DISK_ERRNOS[exc.errno]
+    return None
+
+
+def read_only_file_system(path: str) -> bool:
+    """Is the file system holding this file (or the folder it would be in) mounted read-only?"""
+    try:
+        return bool(os.statvfs(os.path.dirname(os.path.abspath(path))).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+_DISK_ERRNOS = {
+    errno.ENOSPC: "the disk is full (no space left on device)",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EIO: "the disk failed (input/output error)",
+}
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -121,6 +121,8 @@ def _detail(record: ExitRecord | None, sched: dict[str, Any] | None) -> dict[str
         detail["log_excused"] = record.log_excused
         detail["missing_files"] = list(record.missing_files)
         detail["host"] = record.host
+        if record.restarts:
+            detail["requeued"] = record.restarts
     if sched is not None:
         for key in ("native_state", "pending_reason", "node", "elapsed_s", "cpu_time_s", "max_rss_mb"):
             if sched.get(key) is not None:
