@@ -8,16 +8,19 @@ appends a line to ran/<name> each time it runs, so a line count is how often it 
 """
 from __future__ import annotations
 
+import collections
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
+from housekeeper.schedulers.slurm import expand_array_indices
+
 from .conftest import write
-from .test_flaky_scheduler import sacct_jobs, sacct_task_count, wait_for
 
 DRIVER = textwrap.dedent("""\
     import sys
@@ -95,8 +98,6 @@ def check_run(folder: Path, scheduler: str, prefixes: Sequence[str] = ("",)) -> 
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         rows = conn.execute("SELECT name, status, reason, attempt FROM jobs").fetchall()
         claimed = conn.execute("SELECT count(*) FROM submissions WHERE state='claimed'").fetchone()[0]
-        attempts = conn.execute("SELECT count(*) FROM attempts WHERE scheduler_id IS NOT NULL").fetchone()[0]
-        recorded = dict(conn.execute("SELECT base_id, token FROM submissions WHERE state='submitted'").fetchall())
     got = {name: (status, reason, attempt) for name, status, reason, attempt in rows}
     assert got == {name: w[:3] for name, w in want.items()}, folder
     ran = {name: len((folder / "ran" / name).read_text().splitlines()) if (folder / "ran" / name).exists() else 0
@@ -104,17 +105,79 @@ def check_run(folder: Path, scheduler: str, prefixes: Sequence[str] = ("",)) -> 
     assert ran == {name: w[3] for name, w in want.items()}, f"{folder}: times each job ran"
     assert claimed == 0
     if scheduler == "slurm":
-        since = (folder / "driver.py").stat().st_mtime - 60
-        in_slurm: dict[str, set[str]] = {}
+        assert_submitted_once(folder, (folder / "driver.py").stat().st_mtime - 60)
 
-        def accounted() -> bool:
-            in_slurm.clear()
-            in_slurm.update(sacct_jobs(folder, since, recorded))
-            return set(in_slurm) >= set(recorded)
 
-        assert wait_for(accounted, 30), f"{folder}: submissions missing from accounting"
-        assert set(in_slurm) == set(recorded), f"{folder}: SLURM jobs the store does not know"
-        assert all(in_slurm[base] == {token} for base, token in recorded.items())
-        # accounting lags behind: wait for every attempt to show, then insist on no more
-        wait_for(lambda: sacct_task_count(folder, since, recorded) >= attempts, 30)
-        assert sacct_task_count(folder, since, recorded) == attempts
+def assert_submitted_once(folder: Path, since: float) -> None:
+    """Nothing submitted twice (SLURM): every SLURM job started from `folder` is one the store
+    recorded, each submission tag went to exactly one SLURM job, every attempt with a scheduler
+    id is one SLURM job or task, and no claim is left open."""
+    with sqlite3.connect(folder / "run" / "housekeeper.db") as conn:
+        recorded = dict(conn.execute("SELECT base_id, token FROM submissions WHERE state='submitted'").fetchall())
+        attempts = conn.execute("SELECT count(*) FROM attempts WHERE scheduler_id IS NOT NULL").fetchone()[0]
+        claimed = conn.execute("SELECT count(*) FROM submissions WHERE state='claimed'").fetchone()[0]
+    assert claimed == 0
+    in_slurm: dict[str, set[str]] = {}
+
+    def accounted() -> bool:
+        in_slurm.clear()
+        in_slurm.update(sacct_jobs(folder, since, recorded))
+        return set(in_slurm) >= set(recorded)
+
+    assert wait_for(accounted, 30), f"{folder}: {len(set(recorded) - set(in_slurm))} submissions missing from accounting"
+    assert set(in_slurm) == set(recorded), f"{folder}: SLURM jobs the store does not know: {sorted(set(in_slurm) - set(recorded))}"
+    assert all(in_slurm[base] == {token} for base, token in recorded.items())
+    # accounting lags behind: wait for every attempt to show, then insist on no more
+    wait_for(lambda: sacct_task_count(folder, since, recorded) >= attempts, 30)
+    assert sacct_task_count(folder, since, recorded) == attempts
+
+
+def _sacct_rows(workdir: Path, since: float, known: Collection[str]) -> list[tuple[str, str]]:
+    """(JobID, Comment) of every SLURM job (array tasks included) that ran or waited in
+    `workdir`, from accounting, asked with the real sacct. A time window finds the jobs
+    nobody told us about; SLURM 22.05 leaves out of it jobs cancelled before they were
+    eligible (a dependency that can never be met), so the `known` ids are asked by id too."""
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 5))
+    queries = [[f"--starttime={start}", "--allusers"]]
+    if known:
+        queries.append([f"--jobs={','.join(sorted(known))}"])
+    rows: dict[str, str] = {}
+    for query in queries:
+        out = subprocess.run(
+            ["sacct", "-X", "--parsable2", "--noheader", *query, "--format=JobID,WorkDir,Comment"],
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout  # fmt: skip
+        for line in out.splitlines():
+            job, _, rest = line.partition("|")
+            folder, _, comment = rest.partition("|")
+            if folder.rstrip("/") == str(workdir):
+                rows[job] = comment
+    return list(rows.items())
+
+
+def sacct_jobs(workdir: Path, since: float, known: Collection[str] = ()) -> dict[str, set[str]]:
+    """{base id: comments} of every SLURM job that ran or waited in `workdir`."""
+    found: dict[str, set[str]] = collections.defaultdict(set)
+    for job, comment in _sacct_rows(workdir, since, known):
+        found[job.partition("_")[0]].add(comment)
+    return found
+
+
+def sacct_task_count(workdir: Path, since: float, known: Collection[str] = ()) -> int:
+    """How many jobs and array tasks SLURM holds for `workdir` (pending ranges expanded)."""
+    count = 0
+    for job, _ in _sacct_rows(workdir, since, known):
+        base, _, task = job.partition("_")
+        count += len(expand_array_indices(task)[0]) if task.startswith("[") else 1
+    return count
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(1)
+    return condition()
+
+

@@ -11,10 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import shutil
-import sqlite3
-import subprocess
 import time
-from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,8 @@ import pytest
 
 from housekeeper import housekeeper
 from housekeeper.runner import Runner
-from housekeeper.schedulers.slurm import expand_array_indices
+
+from .pipeline import assert_submitted_once
 
 pytestmark = pytest.mark.slurm
 
@@ -99,55 +97,6 @@ def run_pipeline(workdir: Path, blocks: int, runner: Runner, timeout: float) -> 
     return hk, ids
 
 
-def _sacct_rows(workdir: Path, since: float, known: Collection[str]) -> list[tuple[str, str]]:
-    """(JobID, Comment) of every SLURM job (array tasks included) that ran or waited in
-    `workdir`, from accounting, asked with the real sacct. A time window finds the jobs
-    nobody told us about; SLURM 22.05 leaves out of it jobs cancelled before they were
-    eligible (a dependency that can never be met), so the `known` ids are asked by id too."""
-    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 5))
-    queries = [[f"--starttime={start}", "--allusers"]]
-    if known:
-        queries.append([f"--jobs={','.join(sorted(known))}"])
-    rows: dict[str, str] = {}
-    for query in queries:
-        out = subprocess.run(
-            ["sacct", "-X", "--parsable2", "--noheader", *query, "--format=JobID,WorkDir,Comment"],
-            capture_output=True, text=True, check=True, timeout=60,
-        ).stdout  # fmt: skip
-        for line in out.splitlines():
-            job, _, rest = line.partition("|")
-            folder, _, comment = rest.partition("|")
-            if folder.rstrip("/") == str(workdir):
-                rows[job] = comment
-    return list(rows.items())
-
-
-def sacct_jobs(workdir: Path, since: float, known: Collection[str] = ()) -> dict[str, set[str]]:
-    """{base id: comments} of every SLURM job that ran or waited in `workdir`."""
-    found: dict[str, set[str]] = collections.defaultdict(set)
-    for job, comment in _sacct_rows(workdir, since, known):
-        found[job.partition("_")[0]].add(comment)
-    return found
-
-
-def sacct_task_count(workdir: Path, since: float, known: Collection[str] = ()) -> int:
-    """How many jobs and array tasks SLURM holds for `workdir` (pending ranges expanded)."""
-    count = 0
-    for job, _ in _sacct_rows(workdir, since, known):
-        base, _, task = job.partition("_")
-        count += len(expand_array_indices(task)[0]) if task.startswith("[") else 1
-    return count
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(1)
-    return condition()
-
-
 def test_a_flaky_scheduler_changes_no_outcome_and_submits_nothing_twice(
     accounting: None, slurm: Path, tmp_path: Path
 ) -> None:
@@ -204,27 +153,8 @@ def test_a_flaky_scheduler_changes_no_outcome_and_submits_nothing_twice(
     failed_by_scheduler = [j["job_id"] for j in hk.list_jobs() if j["reason"] in SCHEDULER_REASONS]
     assert failed_by_scheduler == []
 
-    # Nothing submitted twice: every SLURM job started from the faulty run's folder is one the
-    # store recorded, each submission tag went to exactly one SLURM job, and every attempt ran once.
-    with sqlite3.connect(faulty_dir / "run" / "housekeeper.db") as conn:
-        recorded = {row[0]: row[1] for row in conn.execute(
-            "SELECT base_id, token FROM submissions WHERE state='submitted'")}  # fmt: skip
-        attempts = conn.execute("SELECT count(*) FROM attempts WHERE scheduler_id IS NOT NULL").fetchone()[0]
-        claimed = conn.execute("SELECT count(*) FROM submissions WHERE state='claimed'").fetchone()[0]
-    assert claimed == 0
-    in_slurm: dict[str, set[str]] = {}
-
-    def accounted() -> bool:
-        in_slurm.clear()
-        in_slurm.update(sacct_jobs(faulty_dir, started, recorded))
-        return set(in_slurm) >= set(recorded)
-
-    assert wait_for(accounted, 30), f"{len(set(recorded) - set(in_slurm))} submissions missing from accounting"
-    assert set(in_slurm) == set(recorded), f"SLURM jobs the store does not know: {sorted(set(in_slurm) - set(recorded))}"
-    assert all(in_slurm[base] == {token} for base, token in recorded.items())
-    # accounting lags behind: wait for every attempt to show, then insist on no more
-    wait_for(lambda: sacct_task_count(faulty_dir, started, recorded) >= attempts, 30)
-    assert sacct_task_count(faulty_dir, started, recorded) == attempts
+    # Nothing submitted twice, nothing left claimed, every attempt ran once.
+    assert_submitted_once(faulty_dir, started)
     hk.close()
     clean["hk"].close()
 
