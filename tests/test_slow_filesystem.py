@@ -100,16 +100,26 @@ def _hide_exit_record_after_the_end(hk: housekeeper, job: int, hidden: Path) -> 
     return record
 
 
-@pytest.mark.parametrize("case", ["ok", "log_error", "exit_3"])
-def test_exit_record_visible_late_is_waited_for(workdir: Path, case: str) -> None:
-    command, expected, verdict, _ = CASES[case]
-    hk = housekeeper(jobs_dir=workdir / "run", scheduler="local", file_grace=10)
+def _run_with_exit_record_back_after_3_s(
+    workdir: Path, case: str, file_grace: float
+) -> tuple[housekeeper, int, threading.Timer]:
+    """Run CASES[case]; once it has ended, hide its exit record and put it back 3 s later
+    (a file system that shows it late). Returns the run, the job and the timer to join."""
+    command, expected, _, _ = CASES[case]
+    hk = housekeeper(jobs_dir=workdir / "run", scheduler="local", file_grace=file_grace)
     job = hk.submit(command, name=case, job_subdir=case, expected_files=expected)
     hk.flush()
     hidden = workdir / "status.json.hidden"
     record = _hide_exit_record_after_the_end(hk, job, hidden)
     moved_back = threading.Timer(3.0, lambda: os.replace(hidden, record))
     moved_back.start()
+    return hk, job, moved_back
+
+
+@pytest.mark.parametrize("case", ["ok", "log_error", "exit_3"])
+def test_exit_record_visible_late_is_waited_for(workdir: Path, case: str) -> None:
+    verdict = CASES[case][2]
+    hk, job, moved_back = _run_with_exit_record_back_after_3_s(workdir, case, file_grace=10)
     hidden_at = time.monotonic()
     try:
         while time.monotonic() - hidden_at < 2.5:
@@ -128,14 +138,8 @@ def test_exit_record_visible_late_is_waited_for(workdir: Path, case: str) -> Non
 
 @pytest.mark.parametrize("case", ["ok", "log_error", "exit_3"])
 def test_exit_record_later_than_file_grace_gives_the_fallback_verdict(workdir: Path, case: str) -> None:
-    command, expected, _, fallback = CASES[case]
-    hk = housekeeper(jobs_dir=workdir / "run", scheduler="local", file_grace=1)
-    job = hk.submit(command, name=case, job_subdir=case, expected_files=expected)
-    hk.flush()
-    hidden = workdir / "status.json.hidden"
-    record = _hide_exit_record_after_the_end(hk, job, hidden)
-    moved_back = threading.Timer(3.0, lambda: os.replace(hidden, record))
-    moved_back.start()
+    fallback = CASES[case][3]
+    hk, job, moved_back = _run_with_exit_record_back_after_3_s(workdir, case, file_grace=1)
     hidden_at = time.monotonic()
     try:
         status = _finish(hk, job)

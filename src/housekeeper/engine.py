@@ -382,11 +382,7 @@ class Engine:
             try:
                 since = min(j["submitted_at"] or time.time() for j in active) - 300
                 folders = {j["scheduler_id"]: jobscript.job_dir(self.jobs_dir, j["job_subdir"]) for j in active}
-                if self._usage_due:
-                    frame = self.backend.poll(list(folders), since=since, folders=folders,
-                                              usage_ids=list(self._usage_due))  # fmt: skip
-                else:
-                    frame = self.backend.poll(list(folders), since=since, folders=folders)
+                frame = self.backend.poll(list(folders), since=since, folders=folders, usage_ids=list(self._usage_due))
             except SchedulerError as exc:
                 if not exc.transient:
                     raise
