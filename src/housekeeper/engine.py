@@ -470,11 +470,16 @@ class Engine:
         held: list[dict[str, Any]] = []
         dep_jobs = [j["job_id"] for j in active if j["has_deps"]]
         impossible = self._impossible(dep_jobs) if dep_jobs else set()
+        waiting_on_parents = self._parents_ending_now(dep_jobs, active, rows) if dep_jobs else set()
         for job in active:
             sched = rows.get(job["scheduler_id"])
             status = sched.get("status") if sched else None
             if sched is not None and status is None:
                 continue  # a state we could not read: leave the job as it is
+            if status == "CANCELLED" and job["job_id"] in waiting_on_parents and job["job_id"] not in impossible:
+                # SLURM cancels a dependant whose parent just failed (kill-on-invalid-dep) in the
+                # same breath; judged next poll, after its parent, it gets the right reason.
+                continue
             folder = jobscript.job_dir(self.jobs_dir, job["job_subdir"])
             if sched is not None and status == "QUEUED" and sched.get("never_runs"):
                 pending = str(sched.get("pending_reason") or "")
@@ -631,6 +636,16 @@ class Engine:
                    note=f"fail_fast: {lines[0][2][:200]}")
             for j, lines, patterns in doomed
         ])  # fmt: skip
+
+    def _parents_ending_now(self, job_ids: Sequence[int], active: list[dict[str, Any]],
+                            rows: dict[str, dict[str, Any]]) -> set[int]:  # fmt: skip
+        """Jobs with a parent that this poll sees end (still active in the store, finished in
+        the scheduler's frame): their own verdict waits for the parent's."""
+        ending = {j["job_id"] for j in active
+                  if (rows.get(j["scheduler_id"]) or {}).get("status") in ("COMPLETED", "FAILED", "CANCELLED")}  # fmt: skip
+        if not ending:
+            return set()
+        return {job_id for job_id, deps in self.store.parents(job_ids).items() if any(p in ending for p, _ in deps)}
 
     def _outcome_so_far(self, parent: dict[str, Any]) -> str:
         """A parent's status as its dependants see it: a failure whose retry is still to be
