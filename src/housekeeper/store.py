@@ -200,7 +200,16 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=60000")
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        # Switching a new database to WAL needs it to itself for a moment: a second process
+        # opening it at that instant gets "locked" at once, without the busy handler.
+        for delay in (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, None):
+            try:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or delay is None:
+                    raise
+                time.sleep(delay)
         if str(mode).lower() != "wal":
             log.warning("SQLite would not use WAL mode for %s (got %s)", self.path, mode)
         conn.execute("PRAGMA synchronous=NORMAL")
