@@ -566,8 +566,8 @@ def test_retry_when_the_job_folder_became_a_link_outside(hk: Any, canary: Path) 
 @pytest.mark.parametrize("target", ["canary", "dangling", "file"])
 def test_submit_into_a_subdir_that_is_a_link_or_a_file_is_refused(hk: Any, canary: Path, target: str) -> None:
     jobs_dir = Path(hk.jobs_dir)
-    hk.submit("true", name="first", job_subdir="first")
-    hk.flush()
+    first = hk.submit("true", name="first", job_subdir="first")
+    hk.monitor([first], poll_interval=FAST, timeout=30)  # its logs appear while it runs; let it end first
     link = jobs_dir / "sub"
     if target == "file":
         link.write_text("not a folder\n")
