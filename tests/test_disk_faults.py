@@ -246,7 +246,7 @@ def test_disk_fills_while_submitting_a_fresh_driver_finishes_the_run(workdir: Pa
 
 # ===================================================== full disk: flush, array manifests
 def test_disk_fills_while_writing_array_manifests(workdir: Path, tmpfs) -> None:
-    disk = tmpfs("4m")
+    disk = tmpfs("2m")  # an array's manifest: about 1.3 kB per job here (the command is most of it)
     jobs_dir = disk / "run"
     db = workdir / "state.db"  # the database elsewhere: only the job files run out of room
     runner = FakeSlurm()

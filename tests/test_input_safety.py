@@ -256,7 +256,7 @@ def _check_script(path: str, argv: list[str], kwargs: dict[str, Any], spec_workd
         assert (f"{option}={value}" in options) == bool(value)
     assert f"--chdir={spec_workdir}" in options
     command = kwargs["command"]
-    assert f"\n/bin/bash -c -- {shlex.quote(command)}\n" in text
+    assert f"\nHK_COMMAND={shlex.quote(command)}\n" in text and '\n/bin/bash -c -- "$HK_COMMAND"\n' in text
     for key, value in (kwargs.get("env") or {}).items():
         assert f"\nexport {key}={shlex.quote(str(value))}\n" in text
 

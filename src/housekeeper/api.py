@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import threading
 import time
 import weakref
@@ -133,6 +134,11 @@ class Housekeeper:
         self._buffer: list[tuple[Any, ...]] = []
         self._buffer_deps: list[tuple[int, int, str]] = []
         self._buffer_keys: dict[str, tuple[int, str]] = {}
+        # Keys this process recorded into a store that held no job when it first looked, while no
+        # other connection wrote to it (SQLite's data_version): a key outside it needs no lookup.
+        self._own_keys: set[int] | None = None
+        self._own_version: int | None = None
+        self._own_checked = 0.0
         self._buffer_ids: set[int] = set()  # ids in the buffer, for dependency checks
         self._last_commit = 0.0
         self._ids: Iterator[int] = iter(())
@@ -179,11 +185,13 @@ class Housekeeper:
     def _write_rules(self) -> str:
         data = msgspec.json.encode(self.rules)
         path = os.path.join(self.jobs_dir, jobscript.HK_DIR, f"rules-{hashlib.sha1(data).hexdigest()[:12]}.json")
-        if not os.path.exists(path):
-            try:
-                jobscript.write_file(path, data)
-            except OSError as exc:
-                raise StateError(f"cannot write {path}: {storage_problem(exc) or exc}") from exc
+        patterns = jobscript.rules_patterns_path(path)
+        for target, content in ((path, data), (patterns, "".join(f"{p}\n" for p in self.rules.error_patterns).encode())):
+            if not os.path.exists(target):
+                try:
+                    jobscript.write_file(target, content)
+                except OSError as exc:
+                    raise StateError(f"cannot write {target}: {storage_problem(exc) or exc}") from exc
         return path
 
     def _next_id(self) -> int:
@@ -202,6 +210,8 @@ class Housekeeper:
                 return
             rows, deps = self._buffer, self._buffer_deps
             clashes = self.store.insert_jobs(rows, deps)
+            if self._own_keys is not None:
+                self._own_keys.update(hash(key) for key in self._buffer_keys)
             self._buffer, self._buffer_deps, self._buffer_keys = [], [], {}
             self._buffer_ids = set()
             self._last_commit = time.monotonic()
@@ -269,7 +279,9 @@ class Housekeeper:
             if self._closed:
                 raise JobStateError("this housekeeper was closed")
             key = f"dir:{spec.job_subdir}" if spec.job_subdir else f"cmd:{spec.name}\0{spec.command}"
-            existing = self._buffer_keys.get(key) or self.store.find_dedup(key)
+            existing = self._buffer_keys.get(key)
+            if existing is None and self._maybe_recorded(key):
+                existing = self.store.find_dedup(key)
             if existing is not None:
                 job_id, old_command = existing
                 if old_command != spec.command:
@@ -301,6 +313,27 @@ class Housekeeper:
                     raise
             return job_id
 
+    def _maybe_recorded(self, key: str) -> bool:
+        """False when `key` is surely not in the store: a million-job loop then costs no query
+        per job. Another process writing meanwhile ends the shortcut (checked every 0.2 s; a
+        key it recorded inside that window becomes an alias at commit, as in any race)."""
+        now = time.monotonic()
+        if self._own_keys is None:
+            if self._own_version is not None:  # the shortcut ended for good
+                return True
+            self._own_version = self.store.data_version()
+            self._own_checked = now
+            if self.store.conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchone() is not None:
+                return True
+            self._own_keys = set()
+            return False
+        if now - self._own_checked > 0.2:
+            self._own_checked = now
+            if self.store.data_version() != self._own_version:
+                self._own_keys = None
+                return True
+        return hash(key) in self._own_keys
+
     def _forget_last(self, job_id: int, key: str, deps_before: int) -> None:
         """Take the newest job back out of the buffer (its submit() failed)."""
         if self._buffer and self._buffer[-1][0] == job_id:
@@ -313,10 +346,14 @@ class Housekeeper:
         """A new job's folder may exist already (made by hand), but only as a real folder: a
         symbolic link or a file there would take the job's files outside jobs_dir or fail later."""
         folder = os.path.join(self.jobs_dir, job_subdir)
-        if os.path.islink(folder):
+        try:
+            mode = os.lstat(folder).st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(mode):
             raise InvalidArgumentError("job_subdir", job_subdir,
                                        f"{folder} is a symbolic link; a job folder must be a real folder inside jobs_dir")  # fmt: skip
-        if os.path.lexists(folder) and not os.path.isdir(folder):
+        if not stat.S_ISDIR(mode):
             raise InvalidArgumentError("job_subdir", job_subdir, f"{folder} exists and is not a folder")
 
     def _check_parents(self, spec: JobSpec) -> None:
@@ -360,7 +397,7 @@ class Housekeeper:
     def poll(self) -> int:
         """One look at the scheduler for every active job; returns how many jobs changed."""
         self._sync()
-        return len(self.engine.poll())
+        return self.engine.poll()
 
     def monitor(
         self,
@@ -434,8 +471,8 @@ class Housekeeper:
         return ids
 
     def _statuses(self, ids: list[int]) -> dict[int, str]:
-        aliases = self.store.resolve(ids)
-        found = {j["job_id"]: j["status"] for j in self.store.jobs_by_ids([aliases.get(i, i) for i in ids])}
+        aliases = self.store.resolve(ids) if self.store.has_aliases() else {}
+        found = self.store.statuses([aliases.get(i, i) for i in ids])
         return {i: found[aliases.get(i, i)] for i in ids}
 
     # ------------------------------------------------------------------------ actions
@@ -581,8 +618,8 @@ class Housekeeper:
         where = "1"
         if statuses is not None:  # values are JobStatus names, checked by the caller
             where = "status IN (" + ",".join(f"'{s}'" for s in statuses) + ")"
-        query = f"SELECT {', '.join(self._FRAME_SCHEMA)} FROM jobs WHERE {where} ORDER BY job_id"
-        frame = _read_frame(self.db_path, self.store, query, self._FRAME_SCHEMA)
+        frame = self.store.read_frame(", ".join(self._FRAME_SCHEMA), f"FROM jobs WHERE {where}", self._FRAME_SCHEMA,
+                                      ["job_id"])  # fmt: skip
         times = ["submitted_at", "started_at", "ended_at", "created_at"]
         return frame.with_columns(
             pl.col("status").cast(_STATUS_ENUM),
@@ -621,13 +658,13 @@ class Housekeeper:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 100:
                 raise InvalidArgumentError(parameter, value, "must be a factor >= 1, e.g. 1.2")
         self._sync()
-        query = (
-            "SELECT a.job_id, a.attempt, a.status, a.reason, j.name, j.queue, j.account, j.nodes, j.cpus, j.gpus,"
-            " COALESCE(a.memory_mb, j.memory_mb) AS memory_mb, COALESCE(a.walltime_s, j.walltime_s) AS walltime_s,"
-            " a.elapsed_s, a.cpu_time_s, a.max_rss_mb FROM attempts a JOIN jobs j ON j.job_id = a.job_id"
-            " WHERE a.status IN ('COMPLETED', 'FAILED', 'CANCELLED') ORDER BY a.job_id, a.attempt"
-        )
-        frame = _read_frame(self.db_path, self.store, query, self._ATTEMPT_USAGE_SCHEMA)
+        frame = self.store.read_frame(
+            "a.job_id, a.attempt, a.status, a.reason, j.name, j.queue, j.account, j.nodes, j.cpus, j.gpus,"
+            " COALESCE(a.memory_mb, j.memory_mb), COALESCE(a.walltime_s, j.walltime_s),"
+            " a.elapsed_s, a.cpu_time_s, a.max_rss_mb",
+            "FROM attempts a JOIN jobs j ON j.job_id = a.job_id WHERE a.status IN ('COMPLETED', 'FAILED', 'CANCELLED')",
+            self._ATTEMPT_USAGE_SCHEMA, ["job_id", "attempt"],
+        )  # fmt: skip
         return efficiency_table(frame, groups, percentile, memory_margin, time_margin)
 
     def job_info(self, job_id: int) -> dict[str, Any]:
@@ -727,23 +764,16 @@ class Housekeeper:
         if suffix not in (".json", ".parquet"):
             raise InvalidArgumentError("path", path, "must end in .json or .parquet")
         self._sync()
-        jobs = self._frame().join(
-            pl.DataFrame(self.store.conn.execute("SELECT job_id, command, workdir FROM jobs").fetchall(),
-                         schema={"job_id": pl.Int64, "command": pl.Utf8, "workdir": pl.Utf8}, orient="row"),
-            on="job_id", how="left",
-        )  # fmt: skip
-        cursor = self.store.conn.execute(
-            "SELECT job_id, attempt, scheduler_id, status, reason, native_state, exit_code, signal,"
-            " submitted_at, started_at, ended_at, memory_mb, walltime_s, exclude, counted, elapsed_s, cpu_time_s,"
-            " max_rss_mb, nodelist, detail FROM attempts ORDER BY job_id, attempt"
-        )
-        attempts = pl.DataFrame(cursor.fetchall(), orient="row", schema={
+        extra = {"job_id": pl.Int64, "command": pl.Utf8, "workdir": pl.Utf8}
+        jobs = self._frame().join(self.store.read_frame(", ".join(extra), "FROM jobs", extra, []), on="job_id", how="left")
+        attempt_schema = {
             "job_id": pl.Int64, "attempt": pl.Int32, "scheduler_id": pl.Utf8, "status": pl.Utf8,
             "reason": pl.Utf8, "native_state": pl.Utf8, "exit_code": pl.Int32, "signal": pl.Int32,
             "submitted_at": pl.Float64, "started_at": pl.Float64, "ended_at": pl.Float64, "memory_mb": pl.Int64,
             "walltime_s": pl.Int64, "exclude": pl.Utf8, "counted": pl.Int32, "elapsed_s": pl.Float64,
             "cpu_time_s": pl.Float64, "max_rss_mb": pl.Float64, "nodelist": pl.Utf8, "detail": pl.Utf8,
-        })  # fmt: skip
+        }  # fmt: skip
+        attempts = self.store.read_frame(", ".join(attempt_schema), "FROM attempts", attempt_schema, ["job_id", "attempt"])
         nested = attempts.group_by("job_id", maintain_order=True).agg(
             pl.struct(pl.exclude("job_id")).alias("attempts")
         )
@@ -793,22 +823,6 @@ class Housekeeper:
 
     def __repr__(self) -> str:
         return f"housekeeper(jobs_dir={self.jobs_dir!r})"
-
-
-def _read_frame(db_path: str, store: Store, query: str, schema: dict[str, Any]) -> pl.DataFrame:
-    """Columns straight into Arrow through ADBC's SQLite driver (no Python object per row);
-    the standard sqlite3 module where the driver is missing."""
-    try:
-        import adbc_driver_sqlite.dbapi as adbc
-    except ImportError:
-        cursor = store.conn.execute(query)
-        return pl.DataFrame(cursor.fetchall(), schema=list(schema.items()), orient="row")
-    store.conn.commit()  # nothing of ours may be in flight; readers see the last commit
-    with adbc.connect(f"file:{db_path}?mode=ro") as conn:
-        frame = pl.read_database(query, conn)
-    if frame.is_empty():
-        return pl.DataFrame(schema=schema)
-    return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
 
 
 def efficiency_columns() -> list[pl.Expr]:

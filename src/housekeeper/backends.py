@@ -143,23 +143,26 @@ class CommandBackend:
         queue). `since`: the earliest submission among them, to skip recycled ids. `usage_ids`:
         finished jobs whose usage accounting had not recorded yet, asked in the same query;
         their rows come back too."""
-        wanted = set(scheduler_ids)
-        if not wanted:
+        if not scheduler_ids:
             accounted = self.usage(usage_ids, since)
             return accounted if accounted is not None else pl.DataFrame(schema=STATUS_SCHEMA)
+        wanted = pl.DataFrame({"scheduler_id": scheduler_ids}, schema={"scheduler_id": pl.Utf8}).unique(
+            maintain_order=True
+        )
+        ids = wanted.get_column("scheduler_id")
         result = self.runner.run(
-            self._status_argv(sorted(wanted)),
+            self._status_argv(sorted(ids) if ids.len() <= 10_000 else ids.to_list()),
             classify=self.dialect.classify_error,
             ok_kinds=frozenset({ErrorKind.UNKNOWN_JOB}),
             whole_lines=True,
         )
         # Some schedulers (PBS) print the jobs they know even when others are unknown.
         frame = self.dialect.parse_status(result.stdout) if result.stdout.strip() else pl.DataFrame(schema=STATUS_SCHEMA)
-        frame = frame.filter(pl.col("scheduler_id").is_in(list(wanted)))
-        missing = wanted - set(frame.get_column("scheduler_id").to_list())
+        frame = frame.join(wanted, on="scheduler_id", how="semi", maintain_order="left")
+        missing = set(wanted.join(frame, on="scheduler_id", how="anti").get_column("scheduler_id").to_list())
         # Jobs the queue shows as ended are asked of accounting too: it alone knows what they used.
         ended = set(frame.filter(pl.col("status").is_in(_TERMINAL)).get_column("scheduler_id").to_list())
-        extra = set(usage_ids) - wanted
+        extra = set(usage_ids) - set(scheduler_ids) if usage_ids else set()
         accounted = self._accounting(missing | ended | extra, since)
         if accounted is not None and not accounted.is_empty():
             frame = _merge_accounting(frame, accounted, missing | extra)
@@ -282,6 +285,11 @@ class PbsBackend(CommandBackend):
     @property
     def wrapper(self) -> bool:
         return bool(getattr(self.dialect, "wrapper", False))
+
+    @property
+    def wants_folders(self) -> bool:
+        """poll() needs each id's job folder (its wrapper's markers name the raw ids)."""
+        return self.wrapper
 
     def can_depend_on(self, scheduler_id: str) -> bool:
         """False where the dialect cannot express a native dependency on this id (PBS Pro: one

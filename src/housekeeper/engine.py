@@ -12,6 +12,7 @@ import math
 import os
 import re
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -39,6 +40,11 @@ _WAITED_OUT = ("Dependency", "ReqNodeNotAvail")
 USAGE_WAIT_SECONDS = 300.0  # how long accounting may lag behind a job's end before its usage is given up
 STALE_CLAIM_SECONDS = 600.0  # a claim this old is abandoned even if its owner's pid still exists
 _IN_FLIGHT: set[str] = set()  # tokens of the submissions this process is sending now
+# What a poll reads of every active job (the rest only for the few it judges one by one).
+_ACTIVE: dict[str, Any] = {
+    "job_id": pl.Int64, "attempt": pl.Int64, "status": pl.Utf8, "scheduler_id": pl.Utf8, "started_at": pl.Float64,
+    "submitted_at": pl.Float64,
+}  # fmt: skip
 
 
 class Backend(Protocol):
@@ -227,6 +233,16 @@ class Engine:
         )  # fmt: skip
         return f"{folder}/{job['name']}.sh", text
 
+    def _header(self, job: Any, directives: list[str]) -> tuple[str, str]:
+        """(path, header) of a job's script: the part that is its own (see _script)."""
+        folder = f"{self.jobs_dir}/{job['job_subdir']}"
+        text = jobscript.render_job_header(
+            job_id=job["job_id"], attempt=job["attempt"], name=job["name"], command=job["command"],
+            folder=folder, workdir=job["workdir"], env=_decode_json(job["env"]),
+            expected_files=_decode_json(job["expected_files"]), directives=directives,
+        )  # fmt: skip
+        return f"{folder}/{job['name']}.sh", text
+
     def _submit_group(self, jobs: list[Any], deps: tuple[tuple[str, tuple[str, ...]], ...]) -> int:
         token = f"hk:{uuid.uuid4().hex[:16]}"
         _IN_FLIGHT.add(token)  # recover() leaves the claim alone while this process is sending it
@@ -258,7 +274,8 @@ class Engine:
                 base = os.path.join(self.array_dir, str(submission_id))
                 target = f"{base}.tasks"
                 note = [f"# sent as one task of the array in {base}.sh"]
-                width = jobscript.write_array_manifest(base, (self._script(job, note) for job in jobs))
+                body = jobscript.job_script_body(sys.executable, self.rules_path, self.file_grace)
+                width = jobscript.write_array_manifest(base, (self._header(job, note) for job in jobs), body)
                 request = self._request(jobs[0], deps, base + ".sh", token, array_size=len(jobs))
                 request.name = jobs[0]["name"] if len({j["name"] for j in jobs}) == 1 else "hk-array"
                 text = jobscript.render_array_script(
@@ -374,23 +391,29 @@ class Engine:
 
     # ----------------------------------------------------------------------------- poll
     @faults.staged("poll")
-    def poll(self) -> list[Update]:
-        """One look at the scheduler for all active jobs; returns the changes applied."""
-        active = self.store.jobs_where("status IN ('QUEUED', 'RUNNING')")
+    def poll(self) -> int:
+        """One look at the scheduler for all active jobs; returns how many jobs changed."""
+        active = self.store.read_frame(", ".join(_ACTIVE), "FROM jobs WHERE status IN ('QUEUED', 'RUNNING')", _ACTIVE, [])
         applied: list[Update] = []
-        if active:
+        moved = 0
+        if active.height:
             try:
-                since = min(j["submitted_at"] or time.time() for j in active) - 300
-                folders = {j["scheduler_id"]: jobscript.job_dir(self.jobs_dir, j["job_subdir"]) for j in active}
-                frame = self.backend.poll(list(folders), since=since, folders=folders, usage_ids=list(self._usage_due))
+                since = float(active.get_column("submitted_at").fill_null(time.time()).min()) - 300  # type: ignore[arg-type]
+                folders = None
+                if getattr(self.backend, "wants_folders", False):  # PBS through its wrapper
+                    folders = {sid: jobscript.job_dir(self.jobs_dir, sub) for sid, sub in self.store.conn.execute(
+                        "SELECT scheduler_id, job_subdir FROM jobs WHERE status IN ('QUEUED', 'RUNNING')")}  # fmt: skip
+                frame = self.backend.poll(active.get_column("scheduler_id").to_list(), since=since, folders=folders,
+                                          usage_ids=list(self._usage_due))  # fmt: skip
             except SchedulerError as exc:
                 if not exc.transient:
                     raise
                 log.warning("scheduler not answering, no change recorded this time: %s", exc)
-                return []
-            rows = {r["scheduler_id"]: r for r in frame.iter_rows(named=True)}
-            self._fill_usage(rows)
-            applied = self._judge(active, rows)
+                return 0
+            if self._usage_due:
+                due = frame.filter(pl.col("scheduler_id").is_in(list(self._usage_due)))
+                self._fill_usage({r["scheduler_id"]: r for r in due.iter_rows(named=True)})
+            moved, applied = self._judge(active, frame)
             if self.fail_fast:
                 applied += self.check_running_logs()
         elif self._usage_due:
@@ -398,7 +421,7 @@ class Engine:
         self._retry(applied)
         self._cancel_impossible()
         self.flush()
-        return applied
+        return moved + len(applied)
 
     def _want_usage(self, updates: Sequence[tuple[str | None, Update]], now: float) -> None:
         """Finished attempts that ran but whose usage accounting did not know yet (it lags the
@@ -461,7 +484,38 @@ class Engine:
                                 nodelist=j["nodelist"]) for j in rows])  # fmt: skip
         self._retries_resumed = True
 
-    def _judge(self, active: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> list[Update]:
+    def _judge(self, active: pl.DataFrame, frame: pl.DataFrame) -> tuple[int, list[Update]]:
+        """Verdicts for one poll: (routine moves applied, other changes applied).
+
+        In columns first: the jobs the scheduler shows queued or running (nearly all of a big
+        run) only change state, written in one statement for those that did. The rest (ended,
+        gone from the queue, stuck, held) are few and judged one by one, with their files."""
+        if frame.get_column("scheduler_id").n_unique() < frame.height:
+            frame = frame.unique("scheduler_id", keep="last", maintain_order=True)
+        joined = active.join(frame.with_columns(pl.lit(True).alias("_seen")), on="scheduler_id", how="left", suffix="_q")
+        seen, queue_status = pl.col("_seen").fill_null(False), pl.col("status_q")
+        live = seen & queue_status.is_in(["QUEUED", "RUNNING"]) & ~(
+            (queue_status == "QUEUED") & pl.col("never_runs").fill_null(False)
+        )
+        unread = seen & queue_status.is_null()  # a state we could not read: left as it is
+        running = queue_status == "RUNNING"
+        moves = joined.filter(live & (
+            (queue_status != pl.col("status"))
+            | (running & pl.col("started_at").is_null() & pl.col("started_at_q").is_not_null())
+        )).select(
+            "job_id", "attempt", queue_status.alias("status"), "native_state",
+            pl.when(running).then(pl.col("started_at_q")).otherwise(None).alias("started_at"),
+        )  # fmt: skip
+        moved = self.store.apply_moves(moves.rows()) if moves.height else 0
+        rest = joined.filter(~live & ~unread).get_column("job_id").to_list()
+        if not rest:
+            return moved, []
+        jobs = self.store.jobs_by_ids(rest)
+        wanted = [j["scheduler_id"] for j in jobs]
+        rows = {r["scheduler_id"]: r for r in frame.filter(pl.col("scheduler_id").is_in(wanted)).iter_rows(named=True)}
+        return moved, self._judge_each(jobs, rows)
+
+    def _judge_each(self, active: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> list[Update]:
         now = time.time()
         updates: list[Update] = []
         missing: list[int] = []

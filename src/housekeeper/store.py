@@ -324,6 +324,52 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
             self._local.conn = None
+        # After ours: closing a file releases every POSIX lock this process holds on it,
+        # the other SQLite library's included (see read_frame).
+        reader = getattr(self._local, "reader", None)
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                reader.close()
+            self._local.reader = None
+
+    # -- columnar reads -----------------------------------------------------------------
+    def read_frame(self, select: str, rest: str, schema: dict[str, Any], order: Sequence[str]) -> Any:
+        """``SELECT {select} {rest}`` as a polars frame with `schema` (its keys name the selected
+        columns, in order), sorted by `order`.
+
+        Columns go straight into Arrow through ADBC's SQLite driver, with no Python object per
+        value (a million rows in about a second). That driver is a second copy of SQLite in this
+        process, and closing a file drops every POSIX lock the process holds on it, the
+        sqlite3 module's included; so its connection (read-only, autocommit: it holds no
+        snapshot between reads) stays open as long as ours and is closed after ours. It
+        infers each column's type from its first rows (a column NULL there and text later
+        fails), so a typed first row leads the result and is dropped here."""
+        import polars as pl
+
+        reader = self._reader()
+        if reader is None:
+            rows = self.conn.execute(f"SELECT {select} {rest}").fetchall()
+            frame = pl.DataFrame(rows, schema=list(schema.items()), orient="row")
+            return frame.sort(list(order)) if order else frame
+        typed = ", ".join(f"{_TYPED_ZERO[_kind(dtype)]} AS {name}" for name, dtype in schema.items())
+        query = f"SELECT 0 AS _lead, {typed} UNION ALL SELECT 1 AS _lead, {select} {rest}"
+        frame = pl.read_database(query, reader)
+        frame = frame.filter(pl.col("_lead") == 1).select(
+            pl.col(name).cast(dtype) for name, dtype in zip(schema, schema.values())
+        )
+        return frame.sort(list(order)) if order else frame
+
+    def _reader(self) -> Any:
+        if getattr(self._local, "reader_pid", None) != os.getpid():
+            self._local.reader = None
+            self._local.reader_pid = os.getpid()
+            try:
+                import adbc_driver_sqlite.dbapi as adbc
+            except ImportError:
+                return None
+            self.conn  # noqa: B018 - ours first: it creates the database and its WAL files
+            self._local.reader = adbc.connect(f"file:{self.path}?mode=ro", autocommit=True)
+        return getattr(self._local, "reader", None)
 
     # -- ids and inserts --------------------------------------------------------------
     def reserve_ids(self, count: int) -> range:
@@ -331,6 +377,10 @@ class Store:
             first = int(cur.execute("SELECT value FROM meta WHERE key='next_job_id'").fetchone()[0])
             cur.execute("UPDATE meta SET value=? WHERE key='next_job_id'", (str(first + count),))
         return range(first, first + count)
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the database."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def find_dedup(self, key: str) -> tuple[int, str] | None:
         row = self.conn.execute("SELECT job_id, command FROM jobs WHERE dedup_key=?", (key,)).fetchone()
@@ -423,6 +473,20 @@ class Store:
             out.extend(self.jobs_where(f"job_id IN ({','.join('?' * len(chunk))})", chunk))
         return out
 
+    def statuses(self, ids: Sequence[int]) -> dict[int, str]:
+        """{job_id: status}; past a few thousand ids one pass over the table beats IN lists."""
+        if len(ids) > 5000:
+            wanted = set(ids)
+            return {j: s for j, s in self.conn.execute("SELECT job_id, status FROM jobs") if j in wanted}
+        found: dict[int, str] = {}
+        for chunk in _chunks(list(ids), 900):
+            found.update(self.conn.execute(f"SELECT job_id, status FROM jobs WHERE job_id IN ({','.join('?' * len(chunk))})",
+                                           chunk))  # fmt: skip
+        return found
+
+    def has_aliases(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM aliases LIMIT 1").fetchone() is not None
+
     def attempts(self, job_id: int) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT * FROM attempts WHERE job_id=? ORDER BY attempt", (job_id,))
         names = [d[0] for d in cur.description]
@@ -473,11 +537,19 @@ class Store:
                 (token, owner, time.time(), "claimed", len(job_attempts), script),
             )
             submission_id = int(cur.lastrowid or 0)
-            cur.executemany(
-                "UPDATE jobs SET submission_id=? WHERE job_id=? AND attempt=? AND status='PENDING'"
-                " AND submission_id IS NULL",
-                [(submission_id, j, a) for j, a in job_attempts],
-            )
+            if _UPDATE_FROM and len(job_attempts) > _BULK:
+                _stage(cur, "staged_pairs", "job_id INTEGER PRIMARY KEY, attempt INTEGER", job_attempts)
+                cur.execute(
+                    "UPDATE jobs SET submission_id=? FROM staged_pairs s WHERE jobs.job_id=s.job_id"
+                    " AND jobs.attempt=s.attempt AND jobs.status='PENDING' AND jobs.submission_id IS NULL",
+                    (submission_id,),
+                )
+            else:
+                cur.executemany(
+                    "UPDATE jobs SET submission_id=? WHERE job_id=? AND attempt=? AND status='PENDING'"
+                    " AND submission_id IS NULL",
+                    [(submission_id, j, a) for j, a in job_attempts],
+                )
             if cur.rowcount != len(job_attempts):
                 raise _ClaimLost
         return submission_id
@@ -515,6 +587,20 @@ class Store:
             cur.execute(
                 "UPDATE submissions SET state='submitted', base_id=? WHERE submission_id=?", (base_id, submission_id)
             )
+            if _UPDATE_FROM and len(assigned) > _BULK:
+                _stage(cur, "staged_ids", "job_id INTEGER PRIMARY KEY, attempt INTEGER, sid TEXT", assigned)
+                cur.execute(
+                    "UPDATE jobs SET status='QUEUED', scheduler_id=s.sid, submitted_at=?, updated_at=?,"
+                    " missing_since=NULL FROM staged_ids s WHERE jobs.job_id=s.job_id AND jobs.attempt=s.attempt"
+                    " AND jobs.status='PENDING'", (at, at),
+                )  # fmt: skip
+                cur.execute(
+                    "UPDATE attempts SET status='QUEUED', scheduler_id=s.sid, submitted_at=?, submission_id=?"
+                    " FROM staged_ids s WHERE attempts.job_id=s.job_id AND attempts.attempt=s.attempt",
+                    (at, submission_id),
+                )
+                cur.execute("DELETE FROM staged_ids")
+                return
             cur.executemany(
                 "UPDATE jobs SET status='QUEUED', scheduler_id=?, submitted_at=?, updated_at=?, missing_since=NULL"
                 " WHERE job_id=? AND attempt=? AND status='PENDING'",
@@ -596,6 +682,47 @@ class Store:
                  if u.status in TERMINAL_NAMES or u.note],
             )  # fmt: skip
         return applied
+
+    def apply_moves(self, moves: Sequence[tuple[int, int, str, str | None, float | None]]) -> int:
+        """Routine moves in bulk: (job_id, attempt, QUEUED or RUNNING, native state, started at).
+        The same guards as apply (current attempt, not finished, never RUNNING back to QUEUED),
+        checked in SQL; returns how many jobs moved."""
+        if not moves:
+            return 0
+        now = time.time()
+        with self.transaction() as cur:
+            _stage(cur, "moves", "job_id INTEGER PRIMARY KEY, attempt INTEGER, status TEXT, native_state TEXT,"
+                   " started_at REAL", moves)  # fmt: skip
+            cur.execute(
+                "DELETE FROM moves WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id=moves.job_id"
+                " AND j.attempt=moves.attempt AND j.status IN ('QUEUED', 'RUNNING')"
+                " AND NOT (j.status='RUNNING' AND moves.status='QUEUED')"
+                " AND NOT (j.status=moves.status AND (moves.started_at IS NULL OR j.started_at IS NOT NULL)))"
+            )
+            moved = int(cur.execute("SELECT count(*) FROM moves").fetchone()[0])
+            if _UPDATE_FROM:
+                cur.execute(
+                    "UPDATE jobs SET status=m.status, native_state=COALESCE(m.native_state, jobs.native_state),"
+                    " started_at=COALESCE(m.started_at, jobs.started_at), updated_at=?, missing_since=NULL"
+                    " FROM moves m WHERE jobs.job_id=m.job_id", (now,)
+                )  # fmt: skip
+                cur.execute(
+                    "UPDATE attempts SET status=m.status, native_state=COALESCE(m.native_state, attempts.native_state),"
+                    " started_at=COALESCE(m.started_at, attempts.started_at)"
+                    " FROM moves m WHERE attempts.job_id=m.job_id AND attempts.attempt=m.attempt"
+                )  # fmt: skip
+            else:  # SQLite before 3.33 (e.g. RHEL 8's 3.26): one statement per job
+                rows = cur.execute("SELECT status, native_state, started_at, job_id, attempt FROM moves").fetchall()
+                cur.executemany(
+                    "UPDATE jobs SET status=?, native_state=COALESCE(?, native_state), started_at=COALESCE(?, started_at),"
+                    f" updated_at={now!r}, missing_since=NULL WHERE job_id=? AND attempt=?", rows
+                )  # fmt: skip
+                cur.executemany(
+                    "UPDATE attempts SET status=?, native_state=COALESCE(?, native_state),"
+                    " started_at=COALESCE(?, started_at) WHERE job_id=? AND attempt=?", rows
+                )  # fmt: skip
+            cur.execute("DELETE FROM moves")
+        return moved
 
     def add_events(self, events: Sequence[tuple[int, int, str]]) -> None:
         """Lines in jobs' histories that change no state: (job_id, attempt, note)."""
@@ -732,6 +859,29 @@ _DISK_ERRNOS = {
     errno.EROFS: "the file system is read-only",
     errno.EIO: "the disk failed (input/output error)",
 }
+
+
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+_BULK = 200  # rows past which a change goes through a staging table (one UPDATE ... FROM)
+
+
+def _stage(cur: sqlite3.Cursor, table: str, columns: str, rows: Sequence[Sequence[Any]]) -> None:
+    """`rows` into a connection-private TEMP table (emptied first), for set-based updates."""
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table}({columns})")
+    cur.execute(f"DELETE FROM {table}")
+    marks = ",".join("?" * (columns.count(",") + 1))
+    cur.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
+_TYPED_ZERO = {"int": "0", "float": "0.0", "text": "''"}
+
+
+def _kind(dtype: Any) -> str:
+    import polars as pl
+
+    if dtype.is_integer() or dtype == pl.Boolean:
+        return "int"
+    if dtype.is_float():
+        return "float"
+    return "text"
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
