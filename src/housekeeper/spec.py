@@ -211,12 +211,11 @@ def _check_ids(parameter: str, value: Any) -> tuple[int, ...]:
         value = [value]
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise InvalidArgumentError(parameter, value, "must be a list of job ids returned by submit()")
-    ids: list[int] = []
+    ids: dict[int, None] = {}
     for item in value:
         if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= MAX_JOB_ID:
             raise InvalidArgumentError(parameter, value, f"contains {item!r}, which is not a job id")
-        if item not in ids:
-            ids.append(item)
+        ids[item] = None
     return tuple(ids)
 
 
