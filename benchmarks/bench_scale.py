@@ -391,8 +391,10 @@ def check_size(size: int, result: dict[str, Any], kind: str) -> list[str]:
     elif kind in ("poll", "poll-mixed"):
         if result["lines"] != size:
             problems.append(f"squeue output has {result['lines']} lines, expected {size}")
-        if result["calls"].get("squeue") != 1 or result["calls"].get("sacct"):
-            problems.append(f"poll ran {result['calls']}, expected one squeue and no sacct")
+        # the mixed output shows jobs that ended: one sacct asks for what they used
+        sacct = 1 if kind == "poll-mixed" else 0
+        if result["calls"].get("squeue") != 1 or result["calls"].get("sacct", 0) != sacct:
+            problems.append(f"poll ran {result['calls']}, expected one squeue and {sacct} sacct")
         if kind == "poll":
             want = {"RUNNING": (size + 1) // 2, "QUEUED": size // 2}
         else:
@@ -718,8 +720,8 @@ def render(summaries: list[dict[str, Any]], command: str, info: dict[str, Any]) 
         out += ["", "**Checks that failed** (the figures above may not measure what they say):", ""]
         out += [f"- {p}" for p in problems]
     else:
-        out += ["", "Checks: after every flush the store held N QUEUED jobs; every poll ran one `squeue` and no `sacct` "
-                "and left the expected counts of each status; `list_jobs` and the Parquet file had N rows."]  # fmt: skip
+        out += ["", "Checks: after every flush the store held N QUEUED jobs; every poll ran one `squeue` (and one `sacct` "
+                "for the jobs the mixed output shows ended) and left the expected counts of each status; `list_jobs` and the Parquet file had N rows."]  # fmt: skip
     return "\n".join(out) + "\n"
 
 
