@@ -223,19 +223,17 @@ class Engine:
         )  # fmt: skip
 
     def _script(self, job: Any, directives: list[str]) -> tuple[str, str]:
-        """(path, text) of a job's script for its current attempt."""
-        folder = f"{self.jobs_dir}/{job['job_subdir']}"  # both parts checked: no separators, no '..'
-        text = jobscript.render_job_script(
-            job_id=job["job_id"], attempt=job["attempt"], name=job["name"], command=job["command"],
-            folder=folder, workdir=job["workdir"], env=_decode_json(job["env"]),
-            expected_files=_decode_json(job["expected_files"]), rules_path=self.rules_path, directives=directives,
-            file_grace=self.file_grace,
-        )  # fmt: skip
-        return f"{folder}/{job['name']}.sh", text
+        """(path, text) of a job's whole script for its current attempt: header + body."""
+        path, header = self._header(job, directives)
+        return path, header + self._body()
+
+    def _body(self) -> str:
+        """The part of every job script of this run that is the same (see jobscript)."""
+        return jobscript.job_script_body(sys.executable, self.rules_path, self.file_grace)
 
     def _header(self, job: Any, directives: list[str]) -> tuple[str, str]:
         """(path, header) of a job's script: the part that is its own (see _script)."""
-        folder = f"{self.jobs_dir}/{job['job_subdir']}"
+        folder = f"{self.jobs_dir}/{job['job_subdir']}"  # both parts checked: no separators, no '..'
         text = jobscript.render_job_header(
             job_id=job["job_id"], attempt=job["attempt"], name=job["name"], command=job["command"],
             folder=folder, workdir=job["workdir"], env=_decode_json(job["env"]),
@@ -274,8 +272,7 @@ class Engine:
                 base = os.path.join(self.array_dir, str(submission_id))
                 target = f"{base}.tasks"
                 note = [f"# sent as one task of the array in {base}.sh"]
-                body = jobscript.job_script_body(sys.executable, self.rules_path, self.file_grace)
-                width = jobscript.write_array_manifest(base, (self._header(job, note) for job in jobs), body)
+                width = jobscript.write_array_manifest(base, (self._header(job, note) for job in jobs), self._body())
                 request = self._request(jobs[0], deps, base + ".sh", token, array_size=len(jobs))
                 request.name = jobs[0]["name"] if len({j["name"] for j in jobs}) == 1 else "hk-array"
                 text = jobscript.render_array_script(

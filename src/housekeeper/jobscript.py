@@ -17,7 +17,6 @@ import errno
 import functools
 import os
 import shlex
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 
 HK_DIR = ".housekeeper"
@@ -49,28 +48,6 @@ def rotate_attempt_files(folder: str, finished_attempt: int) -> None:
         target = attempt_file(folder, filename, finished_attempt)
         if os.path.exists(current) and not os.path.exists(target):
             os.replace(current, target)
-
-
-def render_job_script(
-    *,
-    job_id: int,
-    attempt: int,
-    name: str,
-    command: str,
-    folder: str,
-    workdir: str,
-    env: dict[str, str],
-    expected_files: Sequence[str],
-    rules_path: str,
-    directives: Sequence[str] = (),
-    python: str | None = None,
-    file_grace: float = 0.0,
-) -> str:
-    """A job's whole batch script: its own header (what differs between jobs) and the body
-    every job of a run shares."""
-    header = render_job_header(job_id=job_id, attempt=attempt, name=name, command=command, folder=folder,
-                               workdir=workdir, env=env, expected_files=expected_files, directives=directives)  # fmt: skip
-    return header + job_script_body(python or sys.executable, rules_path, file_grace)
 
 
 def render_job_header(

@@ -869,8 +869,9 @@ def _stage(cur: sqlite3.Cursor, table: str, columns: str, rows: Sequence[Sequenc
     """`rows` into a connection-private TEMP table (emptied first), for set-based updates."""
     cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table}({columns})")
     cur.execute(f"DELETE FROM {table}")
-    marks = ",".join("?" * (columns.count(",") + 1))
-    cur.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
+    if rows:
+        marks = ",".join("?" * len(rows[0]))
+        cur.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
 _TYPED_ZERO = {"int": "0", "float": "0.0", "text": "''"}
 
 
