@@ -604,6 +604,45 @@ def test_default_job_folder_planted_as_a_link_is_never_written_through(hk: Any, 
     assert tree(canary) == snapshot
 
 
+LOG_LINKS = {"stdout.log": "stdout.log", "stderr.log": "stderr.log", ".status.json.tmp": "status.json",
+             ".running.json.tmp": "keep.txt"}  # fmt: skip
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
+def test_logs_planted_as_links_in_a_ready_made_folder_are_never_written_through(
+    hk: Any, canary: Path, dangling: bool
+) -> None:
+    """A job folder made by hand (allowed) with its logs already there as links outside: the
+    links are removed, the job writes its own files, the targets stay as they were (and a
+    dangling link's target is never created). The same after a retry and for a re-run by hand."""
+    jobs_dir = Path(hk.jobs_dir)
+    folder = jobs_dir / "ready"
+    folder.mkdir(parents=True)
+
+    def plant() -> None:
+        for name, target in LOG_LINKS.items():
+            (folder / name).unlink(missing_ok=True)
+            (folder / name).symlink_to(canary / ("missing-" + target if dangling else target))
+
+    plant()
+    snapshot = tree(canary)
+    job = hk.submit("echo out; echo err >&2; exit 3", name="job", job_subdir="ready")
+    assert hk.monitor([job], poll_interval=FAST, timeout=30)[job] is JobStatus.FAILED
+    assert tree(canary) == snapshot
+    assert (folder / "stdout.log").read_text() == "out\n" and not (folder / "stdout.log").is_symlink()
+    assert (folder / "stderr.log").read_text() == "err\n"
+    assert hk.job_info(job)["exit_code"] == 3
+    plant()  # again, before a retry
+    hk.retry(job)
+    assert hk.monitor([job], poll_interval=FAST, timeout=30)[job] is JobStatus.FAILED
+    assert tree(canary) == snapshot
+    assert (folder / "stdout.log").read_text() == "out\n" and (folder / "stdout.1.log").is_symlink()
+    plant()  # and before the script is run again by hand
+    subprocess.run(["bash", str(folder / "job.sh")], check=False, capture_output=True, timeout=60)
+    assert tree(canary) == snapshot
+    assert (folder / "stdout.log").read_text() == "out\n"
+
+
 @pytest.mark.parametrize("key", ["HK_JOB_DIR", "HK_PYTHON", "HK_ATTEMPT", "hk_rc"])
 def test_env_cannot_redirect_the_batch_scripts_own_variables(hk: Any, canary: Path, key: str) -> None:
     """HK_JOB_DIR=<outside> would send the exit record outside jobs_dir (and HK_PYTHON would

@@ -79,3 +79,34 @@ def test_an_overloaded_cluster_that_loses_launches_still_completes_every_job(ove
     for i in range(1000):
         assert (slurm / "run" / f"t{i:04d}" / "stdout.log").read_text() == f"{i}\n"
     hk.close()
+
+
+@pytest.mark.parametrize("how", ["single", "array"])
+def test_logs_planted_as_links_are_never_written_through_on_slurm(accounting: None, slurm: Path, how: str) -> None:
+    """Job folders made by hand with stdout.log/stderr.log already there as links outside
+    jobs_dir: SLURM (--output, for a single job) and the array task's script both write the
+    job's own files; the files outside stay as they were."""
+    outside = slurm / "outside"
+    outside.mkdir()
+    for name in ("stdout.log", "stderr.log"):
+        (outside / name).write_text(f"outside {name}\n")
+    count = 1 if how == "single" else 4
+    hk = housekeeper(jobs_dir=slurm / "run", scheduler="slurm", runner=Runner(backoff=(0.5, 1.0, 2.0), retries=8))
+    jobs = []
+    for i in range(count):
+        folder = slurm / "run" / f"ready_{i}"
+        folder.mkdir(parents=True)
+        (folder / "stdout.log").symlink_to(outside / "stdout.log")
+        (folder / "stderr.log").symlink_to(outside / "missing.log")  # dangling: never created
+        jobs.append(hk.submit(f"echo out {i}; echo err {i} >&2", name="ready", job_subdir=f"ready_{i}"))
+    statuses = hk.monitor(jobs, poll_interval=0.5, timeout=300)
+    assert set(statuses.values()) == {JobStatus.COMPLETED}, [hk.failure_info(j) for j in jobs]
+    if how == "array":
+        assert "array" in (slurm / "run" / "ready_0" / "ready.sh").read_text()
+    assert sorted(p.name for p in outside.iterdir()) == ["stderr.log", "stdout.log"]
+    assert (outside / "stdout.log").read_text() == "outside stdout.log\n"
+    for i in range(count):
+        folder = slurm / "run" / f"ready_{i}"
+        assert not (folder / "stdout.log").is_symlink() and (folder / "stdout.log").read_text() == f"out {i}\n"
+        assert (folder / "stderr.log").read_text() == f"err {i}\n"
+    hk.close()

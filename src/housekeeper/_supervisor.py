@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from .jobscript import open_new
+
 KILL_WAIT = 5.0
 MEMORY_EVERY = 0.5  # seconds between looks at the job's memory
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
@@ -36,9 +38,21 @@ def session_rss_mb(session: int) -> float:
 
 def _write_json(path: str, data: dict[str, object]) -> None:
     temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as handle:
+    with open_new(temporary, text=True) as handle:
         json.dump(data, handle)
     os.replace(temporary, path)
+
+
+def _open_log(path: str) -> int:
+    """Open a job's log for appending; a symbolic link planted there is removed, not followed."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o666)
+    except OSError:
+        if not os.path.islink(path):
+            raise
+        os.unlink(path)
+        return os.open(path, flags, 0o666)
 
 
 def main(argv: list[str]) -> int:
@@ -64,7 +78,7 @@ def main(argv: list[str]) -> int:
     env["HK_LOCAL_ID"] = scheduler_id
     started = time.time()
     os.makedirs(os.path.dirname(entry["stdout"]), exist_ok=True)
-    with open(entry["stdout"], "ab") as out, open(entry["stderr"], "ab") as err:
+    with open(_open_log(entry["stdout"]), "ab") as out, open(_open_log(entry["stderr"]), "ab") as err:
         child = subprocess.Popen(
             ["/bin/bash", entry["script"]], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
             start_new_session=True, cwd=entry.get("workdir") or None, env=env,

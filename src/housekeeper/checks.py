@@ -12,6 +12,7 @@ import time
 
 import msgspec
 
+from .jobscript import open_new
 from .models import ExitRecord, LogLine
 
 MAX_LINES = 20
@@ -89,7 +90,7 @@ def write_record(job_dir: str, record: ExitRecord) -> None:
     data = msgspec.to_builtins(record)
     target = os.path.join(job_dir, "status.json")
     temporary = os.path.join(job_dir, f".status.json.{os.getpid()}.tmp")
-    with open(temporary, "w") as handle:
+    with open_new(temporary, text=True) as handle:
         json.dump(data, handle)
         handle.flush()
         os.fsync(handle.fileno())

@@ -18,6 +18,7 @@ import functools
 import os
 import shlex
 from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, Any
 
 HK_DIR = ".housekeeper"
 STATUS_FILE = "status.json"
@@ -46,7 +47,7 @@ def rotate_attempt_files(folder: str, finished_attempt: int) -> None:
     for filename in (STDOUT, STDERR, STATUS_FILE, RUNNING_FILE):
         current = os.path.join(folder, filename)
         target = attempt_file(folder, filename, finished_attempt)
-        if os.path.exists(current) and not os.path.exists(target):
+        if os.path.lexists(current) and not os.path.exists(target):
             os.replace(current, target)
 
 
@@ -108,6 +109,11 @@ def job_script_body(python: str, rules_path: str, file_grace: float) -> str:
         '    if [ -e "$HK_JOB_DIR/$hk_f" ]; then mv -f "$HK_JOB_DIR/$hk_f" "$hk_old"; fi',
         "  done",
         "fi",
+        # A log (or a temporary the script writes with '>') planted as a symbolic link would
+        # take this job's output outside jobs_dir: the link goes, never what it points to.
+        "for hk_f in stdout.log stderr.log .running.json.tmp .status.json.tmp; do",
+        '  if [ -L "$HK_JOB_DIR/$hk_f" ]; then rm -f -- "$HK_JOB_DIR/$hk_f"; fi',
+        "done",
         'exec >>"$HK_JOB_DIR/stdout.log" 2>>"$HK_JOB_DIR/stderr.log"',
         'cd "$HK_WORKDIR" || { echo "housekeeper: cannot cd to $HK_WORKDIR" >&2; exit 1; }',
         "hk_env",
@@ -183,7 +189,33 @@ def install_script(path: str, text: str, finished_attempt: int = 0) -> None:
     os.makedirs(folder, exist_ok=True)
     if finished_attempt:
         rotate_attempt_files(folder, finished_attempt)
+    unlink_planted_links(folder)
     write_file(path, text.encode(), executable=True)
+
+
+# Files opened for appending or with '>' in a job folder, by the scheduler (--output), the
+# local supervisor or the job script: a symbolic link there would be written through.
+OPENED_FILES = (STDOUT, STDERR, ".running.json.tmp", ".status.json.tmp")
+
+
+def unlink_planted_links(folder: str) -> None:
+    """Remove symbolic links planted where a job's logs go (the links only, never their targets)."""
+    for filename in OPENED_FILES:
+        path = os.path.join(folder, filename)
+        if os.path.islink(path):
+            os.unlink(path)
+
+
+def open_new(path: str, text: bool = False) -> IO[Any]:
+    """Open a temporary file for writing as a new file. Whatever is already at `path` (a
+    stale temporary, a planted symbolic link) is removed first, never followed."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)  # the umask decides the mode, as open() does
+    except FileExistsError:
+        os.unlink(path)
+        fd = os.open(path, flags, 0o666)
+    return os.fdopen(fd, "w" if text else "wb")
 
 
 def write_file(path: str, data: bytes | Iterable[bytes], executable: bool = False) -> None:
@@ -191,7 +223,7 @@ def write_file(path: str, data: bytes | Iterable[bytes], executable: bool = Fals
     disk) leaves neither a half-written file nor the temporary behind."""
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(temporary, "wb") as handle:
+        with open_new(temporary) as handle:
             if isinstance(data, bytes):
                 handle.write(data)
             else:
