@@ -91,7 +91,7 @@ def job_script_body(python: str, rules_path: str, file_grace: float) -> str:
         "# ---- the same for every job of this run ----",
         f"HK_PYTHON={q(python)}",
         "export HK_JOB_ID HK_ATTEMPT HK_JOB_DIR",
-        'mkdir -p "$HK_JOB_DIR"',
+        '[ -d "$HK_JOB_DIR" ] || mkdir -p "$HK_JOB_DIR"',
         # Started as an array task (see render_array_script): keep the previous attempt's files.
         'if [ -n "${HK_ROTATE:-}" ] && [ "$HK_ATTEMPT" -gt 1 ]; then',
         "  for hk_f in stdout.log stderr.log status.json running.json; do",
@@ -143,8 +143,10 @@ def job_script_body(python: str, rules_path: str, file_grace: float) -> str:
         f'if [ "$hk_rc" = 0 ] && [ "$hk_term" = 0 ] && [ -r {q(patterns)} ] && [[ $hk_sid$hk_host != *[\\\\\\"]* ]]; then',
         "  hk_clean=1",
         '  for hk_f in "${HK_EXPECTED[@]}"; do [ -e "$hk_f" ] || { hk_clean=0; break; }; done',
-        f'  [ "$hk_clean" = 1 ] && {{ LC_ALL=C grep -a -q -i -F -f {q(patterns)} -- "$HK_JOB_DIR/stdout.log" \\',
-        '    "$HK_JOB_DIR/stderr.log"; [ "$?" = 1 ] || hk_clean=0; }',  # 0: an error line; 2: unreadable
+        '  if [ "$hk_clean" = 1 ] && { [ -s "$HK_JOB_DIR/stdout.log" ] || [ -s "$HK_JOB_DIR/stderr.log" ]; }; then',
+        f'    LC_ALL=C grep -a -q -i -F -f {q(patterns)} -- "$HK_JOB_DIR/stdout.log" "$HK_JOB_DIR/stderr.log"',
+        '    [ "$?" = 1 ] || hk_clean=0',  # 0: an error line; 2: unreadable
+        "  fi",
         "fi",
         'if [ "$hk_clean" = 1 ]; then',
         "  hk_restarts=${SLURM_RESTART_COUNT:-0}; [[ $hk_restarts =~ ^[0-9]+$ ]] || hk_restarts=0",
@@ -286,10 +288,14 @@ def render_array_script(*, directives: Sequence[str], manifest: str, width: int,
             'if [ -z "$hk_script" ]; then echo "housekeeper: no job for array index $hk_index" >&2; exit 2; fi',
             'if [ -L "${hk_script%/*}" ]; then echo "housekeeper: ${hk_script%/*} is a symbolic link;'
             ' not writing through it" >&2; exit 2; fi',
-            'mkdir -p "${hk_script%/*}" || exit 1',
-            f'{{ tail -c +"$((hk_at + 1))" {tasks} | head -c "$hk_len" && cat {body}; }} > "$hk_script.$$.tmp" || exit 1',
+            '[ -d "${hk_script%/*}" ] || mkdir -p "${hk_script%/*}" || exit 1',
+            # The header by byte offset with one process (GNU dd); tail | head where dd cannot.
+            f'{{ {{ dd if={tasks} iflag=skip_bytes,count_bytes skip="$hk_at" count="$hk_len" bs=65536 2>/dev/null'
+            f' || tail -c +"$((hk_at + 1))" {tasks} | head -c "$hk_len"; }} && cat {body}; }} > "$hk_script.$$.tmp" || exit 1',
             'chmod +x "$hk_script.$$.tmp" && mv -f "$hk_script.$$.tmp" "$hk_script" || exit 1',
-            'HK_ROTATE=1 exec /bin/bash "$hk_script"',
+            # Run it in this shell (no second bash to start): it ends with the job's exit.
+            "HK_ROTATE=1",
+            '. "$hk_script"',
             "",
         ]
     )
