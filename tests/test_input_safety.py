@@ -663,11 +663,11 @@ UMASK_DRIVER = textwrap.dedent(
     import json, os, stat, sys
     os.umask(int(sys.argv[2], 8))
     from housekeeper import housekeeper
-    hk = housekeeper(jobs_dir=sys.argv[1], scheduler="local")
+    hk = housekeeper(jobs_dir=sys.argv[1], scheduler=sys.argv[3])
     job = hk.submit("n=$(cat count 2>/dev/null || echo 0); echo $((n+1)) > count; echo out; [ $n -ge 1 ]",
                     name="flaky", job_subdir="flaky", max_retries=1, expected_files=["count"])
     other = hk.submit("echo plain", name="plain")
-    result = hk.monitor(poll_interval=0.2, timeout=40)
+    result = hk.monitor(poll_interval=0.2, timeout=120)
     def walk():
         modes = {}
         for folder, dirs, files in os.walk(sys.argv[1]):
@@ -682,24 +682,35 @@ UMASK_DRIVER = textwrap.dedent(
 )
 
 
-def test_files_follow_the_umask_and_are_never_world_writable(tmp_path: Path) -> None:
+def _umask_drivers(tmp_path: Path, scheduler: str, umasks: tuple[int, ...]) -> None:
     """Each umask in its own driver process (run side by side), so it leaks into nothing else."""
     drivers = {}
-    for umask in (0o022, 0o077, 0o002):
+    for umask in umasks:
         work = tmp_path / oct(umask)
         work.mkdir()
-        drivers[umask] = subprocess.Popen([sys.executable, "-c", UMASK_DRIVER, str(work / "run"), oct(umask)],
+        drivers[umask] = subprocess.Popen([sys.executable, "-c", UMASK_DRIVER, str(work / "run"), oct(umask), scheduler],
                                           cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     for umask, driver in drivers.items():
-        stdout, stderr = driver.communicate(timeout=90)
+        stdout, stderr = driver.communicate(timeout=180)
         assert driver.returncode == 0, stderr
         report = json.loads(stdout.strip().splitlines()[-1])
         assert set(report["status"].values()) == {"COMPLETED"}
         modes = {**report["closed"], **report["open"]}
         for expected in ("housekeeper.db", "housekeeper.db-wal", "housekeeper.db-shm", "flaky/flaky.sh",
-                         "flaky/stdout.log", "flaky/stdout.1.log", "flaky/status.json", "2/plain.sh",
-                         ".housekeeper/local/done"):  # fmt: skip
+                         "flaky/stdout.log", "flaky/stdout.1.log", "flaky/status.json", "2/plain.sh", "2/stdout.log",
+                         *([".housekeeper/local/done"] if scheduler == "local" else [])):  # fmt: skip
             assert expected in modes, expected
         for path, mode in modes.items():
             assert not mode & umask, f"umask {oct(umask)}: {path} is {oct(mode)}"
             assert not mode & stat.S_IWOTH, f"umask {oct(umask)}: {path} is world-writable ({oct(mode)})"
+
+
+def test_files_follow_the_umask_and_are_never_world_writable(tmp_path: Path) -> None:
+    _umask_drivers(tmp_path, "local", (0o022, 0o077, 0o002, 0o000))
+
+
+@pytest.mark.slurm
+def test_files_follow_the_umask_and_are_never_world_writable_on_slurm(accounting: None, slurm: Path) -> None:
+    """The same on SLURM: slurmd creates the logs, the job script the rest, with the umask the
+    driver's sbatch passed on."""
+    _umask_drivers(slurm, "slurm", (0o027, 0o000))

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from .jobscript import open_new
+from .jobscript import make_dirs, open_new
 
 KILL_WAIT = 5.0
 MEMORY_EVERY = 0.5  # seconds between looks at the job's memory
@@ -47,12 +47,12 @@ def _open_log(path: str) -> int:
     """Open a job's log for appending; a symbolic link planted there is removed, not followed."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return os.open(path, flags, 0o666)
+        return os.open(path, flags, 0o664)
     except OSError:
         if not os.path.islink(path):
             raise
         os.unlink(path)
-        return os.open(path, flags, 0o666)
+        return os.open(path, flags, 0o664)
 
 
 def main(argv: list[str]) -> int:
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ)
     env["HK_LOCAL_ID"] = scheduler_id
     started = time.time()
-    os.makedirs(os.path.dirname(entry["stdout"]), exist_ok=True)
+    make_dirs(os.path.dirname(entry["stdout"]))
     with open(_open_log(entry["stdout"]), "ab") as out, open(_open_log(entry["stderr"]), "ab") as err:
         child = subprocess.Popen(
             ["/bin/bash", entry["script"]], stdin=subprocess.DEVNULL, stdout=out, stderr=err,

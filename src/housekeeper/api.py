@@ -102,7 +102,7 @@ class Housekeeper:
         if os.path.exists(self.jobs_dir) and not os.path.isdir(self.jobs_dir):
             raise InvalidArgumentError("jobs_dir", jobs_dir, "exists and is not a folder")
         try:
-            os.makedirs(os.path.join(self.jobs_dir, jobscript.HK_DIR), exist_ok=True)
+            jobscript.make_dirs(os.path.join(self.jobs_dir, jobscript.HK_DIR))
         except OSError as exc:
             raise StateError(f"jobs_dir {self.jobs_dir} cannot be created or written: "
                              f"{storage_problem(exc) or exc}") from exc

@@ -267,8 +267,8 @@ class Engine:
             else:
                 # Array tasks install their own folder and (ready-made) script when they start,
                 # so this does not wait on a mkdir per job (see jobscript.render_array_script).
-                os.makedirs(self.array_dir, exist_ok=True)
-                os.makedirs(self.spool_dir, exist_ok=True)
+                jobscript.make_dirs(self.array_dir)
+                jobscript.make_dirs(self.spool_dir)
                 base = os.path.join(self.array_dir, str(submission_id))
                 target = f"{base}.tasks"
                 note = [f"# sent as one task of the array in {base}.sh"]

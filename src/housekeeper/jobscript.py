@@ -91,6 +91,7 @@ def job_script_body(python: str, rules_path: str, file_grace: float) -> str:
         "# ---- the same for every job of this run ----",
         f"HK_PYTHON={q(python)}",
         "export HK_JOB_ID HK_ATTEMPT HK_JOB_DIR",
+        "umask o-w",  # nothing this job's script makes is world-writable, whatever the umask
         '[ -d "$HK_JOB_DIR" ] || mkdir -p "$HK_JOB_DIR"',
         # Started as an array task (see render_array_script): keep the previous attempt's files.
         'if [ -n "${HK_ROTATE:-}" ] && [ "$HK_ATTEMPT" -gt 1 ]; then',
@@ -188,7 +189,7 @@ def install_script(path: str, text: str, finished_attempt: int = 0) -> None:
     folder = os.path.dirname(path)
     if os.path.islink(folder):  # writing (and rotating logs) through it would reach outside jobs_dir
         raise OSError(errno.ELOOP, "the job folder is a symbolic link; housekeeper writes only inside jobs_dir", folder)
-    os.makedirs(folder, exist_ok=True)
+    make_dirs(folder)
     if finished_attempt:
         rotate_attempt_files(folder, finished_attempt)
     unlink_planted_links(folder)
@@ -208,15 +209,51 @@ def unlink_planted_links(folder: str) -> None:
             os.unlink(path)
 
 
+def safe_umask() -> int:
+    """This process's umask with others' write bit added: whatever the user's umask, nothing
+    housekeeper makes (files, folders, what scheduler commands and local jobs make) is
+    world-writable."""
+    try:
+        with open("/proc/self/status", "rb") as handle:  # reads it without changing it (Linux)
+            for line in handle:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8) | 0o002
+    except (OSError, ValueError, IndexError):
+        pass
+    current = os.umask(0o022)
+    os.umask(current)
+    return current | 0o002
+
+
+def make_dirs(path: str) -> None:
+    """os.makedirs(path, exist_ok=True), but every folder it makes is created without
+    others' write bit (the umask decides the rest)."""
+    try:
+        os.mkdir(path, 0o775)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+    except FileNotFoundError:
+        parent = os.path.dirname(path)
+        if not parent or parent == path:
+            raise
+        make_dirs(parent)
+        try:
+            os.mkdir(path, 0o775)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise
+
+
 def open_new(path: str, text: bool = False) -> IO[Any]:
     """Open a temporary file for writing as a new file. Whatever is already at `path` (a
     stale temporary, a planted symbolic link) is removed first, never followed."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(path, flags, 0o666)  # the umask decides the mode, as open() does
+        fd = os.open(path, flags, 0o664)  # the umask decides the rest (never world-writable)
     except FileExistsError:
         os.unlink(path)
-        fd = os.open(path, flags, 0o666)
+        fd = os.open(path, flags, 0o664)
     return os.fdopen(fd, "w" if text else "wb")
 
 
@@ -282,6 +319,7 @@ def render_array_script(*, directives: Sequence[str], manifest: str, width: int,
             "#!/bin/bash",
             *directives,
             f"# housekeeper array of {count} jobs: task i installs and runs job i's script from {manifest}.tasks",
+            "umask o-w",
             "hk_index=${SLURM_ARRAY_TASK_ID:-${PBS_ARRAY_INDEX:-${PBS_ARRAYID:-}}}",
             'if [ -z "$hk_index" ]; then echo "housekeeper: no array task index in the environment" >&2; exit 2; fi',
             f'read -r hk_at hk_len hk_script < <(dd if={index} bs={width} skip="$hk_index" count=1 2>/dev/null)',

@@ -22,7 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from .jobscript import PACKAGE_PARENT, write_file
+from .jobscript import PACKAGE_PARENT, make_dirs, safe_umask, write_file
 from .models import JobStatus, Reason
 from .schedulers.base import STATUS_SCHEMA, Limits, SubmitRequest
 
@@ -61,7 +61,7 @@ class LocalBackend:
         self.state_dir = state_dir
         self.slots = slots or int(os.environ.get("HOUSEKEEPER_LOCAL_SLOTS", "0") or 0) or (os.cpu_count() or 1)
         for sub in ("queue", "running", "done"):
-            os.makedirs(os.path.join(state_dir, sub), exist_ok=True)
+            make_dirs(os.path.join(state_dir, sub))
         self._children: list[subprocess.Popen[bytes]] = []
 
     def _path(self, where: str, scheduler_id: str) -> str:
@@ -177,7 +177,7 @@ class LocalBackend:
         child = subprocess.Popen(
             [sys.executable, "-m", "housekeeper._supervisor", running_path, os.path.join(self.state_dir, "done")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, env=env, close_fds=True,
+            start_new_session=True, env=env, close_fds=True, umask=safe_umask(),
         )  # fmt: skip
         self._children.append(child)
         # The entry itself is never rewritten (its supervisor may already be removing it).

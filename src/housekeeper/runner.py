@@ -14,6 +14,7 @@ import msgspec
 
 from . import faults
 from .errors import SchedulerError
+from .jobscript import safe_umask
 from .schedulers.base import ErrorKind
 
 log = logging.getLogger("housekeeper")
@@ -59,7 +60,7 @@ class Runner:
             # hold this process long past the timeout.
             proc = subprocess.Popen(
                 list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                text=True, errors="replace", env=self.env, start_new_session=True,
+                text=True, errors="replace", env=self.env, start_new_session=True, umask=safe_umask(),
             )  # fmt: skip
         except OSError as exc:
             raise SchedulerError(argv, None, str(exc), transient=False, message=f"cannot run: {exc}") from None
