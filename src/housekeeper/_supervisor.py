@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from .jobscript import make_dirs, open_new
+from .jobscript import make_dirs, open_fresh, open_new
 
 KILL_WAIT = 5.0
 MEMORY_EVERY = 0.5  # seconds between looks at the job's memory
@@ -43,18 +43,6 @@ def _write_json(path: str, data: dict[str, object]) -> None:
     os.replace(temporary, path)
 
 
-def _open_log(path: str) -> int:
-    """Open a job's log for appending; a symbolic link planted there is removed, not followed."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        return os.open(path, flags, 0o664)
-    except OSError:
-        if not os.path.islink(path):
-            raise
-        os.unlink(path)
-        return os.open(path, flags, 0o664)
-
-
 def main(argv: list[str]) -> int:
     running_path, done_dir = argv[0], argv[1]
     with open(running_path) as handle:
@@ -78,7 +66,8 @@ def main(argv: list[str]) -> int:
     env["HK_LOCAL_ID"] = scheduler_id
     started = time.time()
     make_dirs(os.path.dirname(entry["stdout"]))
-    with open(_open_log(entry["stdout"]), "ab") as out, open(_open_log(entry["stderr"]), "ab") as err:
+    with open(open_fresh(entry["stdout"], append=True), "ab") as out, \
+            open(open_fresh(entry["stderr"], append=True), "ab") as err:
         child = subprocess.Popen(
             ["/bin/bash", entry["script"]], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
             start_new_session=True, cwd=entry.get("workdir") or None, env=env,

@@ -25,6 +25,9 @@ STATUS_FILE = "status.json"
 RUNNING_FILE = "running.json"  # written when the job starts: its scheduler ids, host, start time
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
+# Files opened for appending or with '>' in a job folder, by the scheduler (--output), the
+# local supervisor or the job script: a symbolic link there would be written through.
+OPENED_FILES = (STDOUT, STDERR, ".running.json.tmp", ".status.json.tmp")
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -112,7 +115,7 @@ def job_script_body(python: str, rules_path: str, file_grace: float) -> str:
         "fi",
         # A log (or a temporary the script writes with '>') planted as a symbolic link would
         # take this job's output outside jobs_dir: the link goes, never what it points to.
-        "for hk_f in stdout.log stderr.log .running.json.tmp .status.json.tmp; do",
+        f"for hk_f in {' '.join(OPENED_FILES)}; do",
         '  if [ -L "$HK_JOB_DIR/$hk_f" ]; then rm -f -- "$HK_JOB_DIR/$hk_f"; fi',
         "done",
         'exec >>"$HK_JOB_DIR/stdout.log" 2>>"$HK_JOB_DIR/stderr.log"',
@@ -196,11 +199,6 @@ def install_script(path: str, text: str, finished_attempt: int = 0) -> None:
     write_file(path, text.encode(), executable=True)
 
 
-# Files opened for appending or with '>' in a job folder, by the scheduler (--output), the
-# local supervisor or the job script: a symbolic link there would be written through.
-OPENED_FILES = (STDOUT, STDERR, ".running.json.tmp", ".status.json.tmp")
-
-
 def unlink_planted_links(folder: str) -> None:
     """Remove symbolic links planted where a job's logs go (the links only, never their targets)."""
     for filename in OPENED_FILES:
@@ -238,23 +236,28 @@ def make_dirs(path: str) -> None:
         if not parent or parent == path:
             raise
         make_dirs(parent)
-        try:
-            os.mkdir(path, 0o775)
-        except FileExistsError:
-            if not os.path.isdir(path):
-                raise
+        make_dirs(path)
+
+
+def open_fresh(path: str, append: bool = False) -> int:
+    """A descriptor of `path` opened for writing, never through a symbolic link: a link there
+    is removed (never its target). With `append`, a regular file keeps its content; without,
+    whatever is at `path` (a stale temporary) is replaced by a new file."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_EXCL)
+    try:
+        return os.open(path, flags, 0o664)  # the umask decides the rest (never world-writable)
+    except FileExistsError:  # O_EXCL: anything there, a link included
+        os.unlink(path)
+    except OSError as exc:  # O_NOFOLLOW on a link: ELOOP
+        if exc.errno != errno.ELOOP or not os.path.islink(path):
+            raise
+        os.unlink(path)
+    return os.open(path, flags, 0o664)
 
 
 def open_new(path: str, text: bool = False) -> IO[Any]:
-    """Open a temporary file for writing as a new file. Whatever is already at `path` (a
-    stale temporary, a planted symbolic link) is removed first, never followed."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o664)  # the umask decides the rest (never world-writable)
-    except FileExistsError:
-        os.unlink(path)
-        fd = os.open(path, flags, 0o664)
-    return os.fdopen(fd, "w" if text else "wb")
+    """Open a temporary file for writing as a new file (see open_fresh)."""
+    return os.fdopen(open_fresh(path), "w" if text else "wb")
 
 
 def write_file(path: str, data: bytes | Iterable[bytes], executable: bool = False) -> None:
