@@ -47,6 +47,13 @@ def sched(status: str, reason: str | None = None, **kwargs: object) -> dict[str,
         # the scheduler failed it although the job found nothing wrong (an epilog, say)
         (sched("FAILED", "exit_code", exit_code=1), record(), JobStatus.FAILED, Reason.EXIT_CODE),
         (sched("FAILED", "signal", signal=9), None, JobStatus.FAILED, Reason.SIGNAL),
+        # SLURM's FAILED 0:0 (no reason of its own): the job's record says why, when it knows
+        (sched("FAILED", "scheduler_error"), record(exit_code=3), JobStatus.FAILED, Reason.EXIT_CODE),
+        (sched("FAILED", "scheduler_error"), record(exit_code=None, signal=9), JobStatus.FAILED, Reason.SIGNAL),
+        (sched("FAILED", "scheduler_error"), record(), JobStatus.FAILED, Reason.SCHEDULER_ERROR),
+        (sched("FAILED", "scheduler_error"), None, JobStatus.FAILED, Reason.SCHEDULER_ERROR),
+        (sched("FAILED", "scheduler_error", native_state="DEADLINE"), record(exit_code=3),
+         JobStatus.FAILED, Reason.SCHEDULER_ERROR),  # a reason SLURM gave: it stands
         (sched("COMPLETED"), record(exit_code=0, log_lines=[LogLine("stdout.log", 9, "Traceback")]),
          JobStatus.FAILED, Reason.LOG_ERROR),
     ],

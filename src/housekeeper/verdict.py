@@ -165,8 +165,15 @@ def decide(
             sched.get("reason") or Reason.CANCELLED_BY_USER.value  # type: ignore[union-attr]
         )
         return outcome(JobStatus.CANCELLED, reason, rec_exit, rec_signal or sched_signal)
-    if sched_status is JobStatus.FAILED and sched and sched.get("reason") in SCHEDULER_REASONS:
-        return outcome(JobStatus.FAILED, Reason(sched["reason"]), rec_exit if record else sched_exit,
+    sched_reason = sched.get("reason") if sched else None
+    if (sched_reason == Reason.SCHEDULER_ERROR.value and sched and sched.get("native_state") == "FAILED"
+            and (rec_exit not in (0, None) or rec_signal is not None)):  # fmt: skip
+        # SLURM's FAILED with exit 0:0 is read as "failed for its own reasons" only for want of
+        # a better one (seen live: an array task that exited 3, briefly shown as 0:0); the
+        # job's own record of a non-zero exit or a signal is that better reason.
+        sched_reason = None
+    if sched_status is JobStatus.FAILED and sched_reason in SCHEDULER_REASONS:
+        return outcome(JobStatus.FAILED, Reason(sched_reason), rec_exit if record else sched_exit,
                        rec_signal or sched_signal)  # fmt: skip
     if record is not None:
         exit_code, signal = record.exit_code, record.signal
